@@ -1,0 +1,51 @@
+"""Exceptions raised by the engine."""
+
+from __future__ import annotations
+
+import redis
+
+
+class RedisQError(Exception):
+    """Base class of django-redisq's own errors."""
+
+
+class QueueNotFound(RedisQError, KeyError):
+    """A queue name that is not configured."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want plain text
+        return str(self.args[0]) if self.args else ""
+
+
+class JobNotFound(RedisQError, LookupError):
+    """The job does not exist (never enqueued, deleted, or expired after its TTL)."""
+
+
+class JobTimeout(RedisQError):
+    """The job ran longer than its timeout."""
+
+
+class JobFailed(RedisQError):
+    """Raised by ``Job.get()`` when the job ended failed; carries the remote error."""
+
+    def __init__(self, job_id: str, exc_type: str, message: str, traceback: str) -> None:
+        super().__init__(f"job {job_id} failed: {exc_type}: {message}")
+        self.job_id = job_id
+        self.exc_type = exc_type
+        self.message = message
+        self.traceback = traceback
+
+
+class JobCanceled(RedisQError):
+    """Raised by ``Job.get()`` when the job was canceled."""
+
+
+class UnknownFunction(RedisQError):
+    """The job names a function the worker has not registered."""
+
+
+class PayloadError(RedisQError):
+    """The stored payload cannot be decoded (bad serializer, truncated data, bad schema)."""
+
+
+class RedisUnavailable(RedisQError, redis.ConnectionError):
+    """Redis cannot be reached; names the queue and the masked URL."""

@@ -1,0 +1,81 @@
+"""Every Redis key and channel name the engine uses, in one place.
+
+All keys of one queue share the hash tag ``{<queue>}`` so that every script and transaction
+touches a single Redis Cluster slot. Job hashes live under the same tag as their queue.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+#: The states a job can be in; each is one sorted set per queue.
+STATES = ("scheduled", "queued", "started", "deferred", "finished", "failed", "canceled")
+#: States a job can still leave on its own.
+ACTIVE_STATES = ("scheduled", "queued", "started", "deferred")
+#: States a job ends in; their sorted sets are scored by expiry time.
+TERMINAL_STATES = ("finished", "failed", "canceled")
+
+
+class QueueKeys:
+    """Key names for one queue under one prefix."""
+
+    __slots__ = ("__dict__", "base", "prefix", "queue")
+
+    def __init__(self, prefix: str, queue: str) -> None:
+        if "{" in queue or "}" in queue:
+            raise ValueError(f"queue name {queue!r} must not contain braces")
+        self.prefix = prefix
+        self.queue = queue
+        self.base = f"{prefix}:{{{queue}}}"
+
+    @cached_property
+    def job_prefix(self) -> str:
+        return f"{self.base}:job:"
+
+    def job(self, job_id: str) -> str:
+        return self.job_prefix + job_id
+
+    @cached_property
+    def done_prefix(self) -> str:
+        return f"{self.base}:done:"
+
+    def done(self, job_id: str) -> str:
+        """A list that receives a token when a waited-for job ends (see ``Job.get``)."""
+        return self.done_prefix + job_id
+
+    def state(self, state: str) -> str:
+        if state not in STATES:
+            raise ValueError(f"unknown job state {state!r}; expected one of {', '.join(STATES)}")
+        return f"{self.base}:{state}"
+
+    @cached_property
+    def seq(self) -> str:
+        """A counter that keeps FIFO order among jobs of equal priority."""
+        return f"{self.base}:seq"
+
+    @cached_property
+    def channel(self) -> str:
+        """Pub/Sub channel that wakes idle workers (channels are cluster-wide)."""
+        return f"{self.base}:wake"
+
+    @cached_property
+    def paused(self) -> str:
+        return f"{self.base}:paused"
+
+
+def workers_key(prefix: str) -> str:
+    """Sorted set of worker names scored by their last heartbeat (ms).
+
+    Worker keys share the hash tag ``{workers}`` so one script can update both on a Cluster.
+    """
+    return f"{prefix}:{{workers}}"
+
+
+def worker_key(prefix: str, name: str) -> str:
+    """Hash describing one worker; expires when the worker stops beating."""
+    return f"{prefix}:{{workers}}:{name}"
+
+
+def suspended_key(prefix: str) -> str:
+    """Set while workers are suspended (``rqsuspend``)."""
+    return f"{prefix}:suspended"

@@ -1,0 +1,648 @@
+"""The worker: claims jobs from its queues in priority order, runs them, records outcomes.
+
+One asyncio event loop per worker process. ``async def`` jobs run as tasks on it; plain
+functions run in a thread pool of the same size (``Executor``). The loop never polls:
+
+* idle, it waits for a Pub/Sub message that a queue became non-empty (sent by the enqueue,
+  retry, promotion and recovery scripts), having subscribed before it last found the queues
+  empty, so no wake-up is missed;
+* it claims up to its free slots in one script call per queue, in the order the queues were
+  given (strict priority), skipping queues known to be empty since their last message;
+* outcomes are written by a flusher that sends everything finished meanwhile in one pipeline;
+* a maintenance task beats the heartbeat, renews the leases of running jobs, recovers jobs
+  whose lease expired (their worker died), and promotes scheduled jobs exactly when due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from . import keys as keymod
+from .context import JobContext, set_current
+from .errors import JobTimeout, PayloadError, RedisQError, UnknownFunction
+from .executors import Executor
+from .job import JobRecord
+from .ops import Batch, Call, Cmd, one
+from .queue import Queue
+from .registry import Registered, Registry
+from .registry import registry as default_registry
+from .retry import class_path, retry_delay
+from .scripts import HEARTBEAT_SCRIPT
+
+log = logging.getLogger("django_redisq.worker")
+
+#: Exit code of a process-mode child that must be replaced (a sync job hit its timeout).
+EXIT_REPLACE = 75
+
+
+@dataclass
+class WorkerOptions:
+    concurrency: int = 10
+    burst: bool = False
+    max_jobs: int | None = None
+    name: str | None = None
+    #: Seconds a claimed job's lease lasts without renewal; a dead worker's jobs come back
+    #: after at most ``lease + heartbeat``.
+    lease: float = 30.0
+    #: Seconds between heartbeats, lease renewals and recovery sweeps.
+    heartbeat: float = 5.0
+    #: A job whose worker died this many times is failed as a poison job.
+    max_deaths: int = 3
+    #: Seconds running jobs get to finish after SIGTERM/SIGINT before they are put back.
+    grace: float = 30.0
+    #: Promote delayed jobs exactly on time (and lead cron); without it they are promoted at
+    #: each heartbeat.
+    scheduler: bool = True
+    #: Process-mode child: a sync job past its timeout takes the process down with it.
+    exit_on_sync_timeout: bool = False
+    #: Most jobs claimed in one call (defaults to the concurrency).
+    batch: int | None = None
+    #: Extra fields shown in the heartbeat (e.g. the supervisor's pid).
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class WorkerHooks:
+    """Where a host framework plugs in; the defaults do nothing.
+
+    ``run_sync`` runs in the job's thread around the function call, ``run_async`` on the loop
+    around the coroutine (Django closes stale database connections there). ``event`` is
+    awaited on the loop for ``job_started``, ``job_finished`` and ``job_failed``.
+    """
+
+    has_events = False
+
+    def run_sync(self, record: JobRecord, fn: Callable[[], Any]) -> Any:
+        return fn()
+
+    async def run_async(self, record: JobRecord, fn: Callable[[], Awaitable[Any]]) -> Any:
+        return await fn()
+
+    async def event(self, name: str, record: JobRecord, **info: Any) -> None:
+        return None
+
+
+def default_worker_name() -> str:
+    return f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+
+
+def describe_exception(exc: BaseException) -> dict[str, Any]:
+    """``{type, message, traceback}`` of an exception, even one whose ``str()`` raises."""
+    try:
+        message = str(exc)
+    except Exception as err:  # a broken __str__ must not take the worker down
+        message = f"<unprintable {type(exc).__name__}: str() raised {type(err).__name__}>"
+    try:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:
+        tb = "".join(traceback.format_tb(exc.__traceback__))
+        tb += f"{type(exc).__name__}: {message}\n"
+    return {"type": class_path(type(exc)), "message": message, "traceback": tb}
+
+
+class _Running:
+    __slots__ = ("context", "queue", "record", "task")
+
+    def __init__(self, queue: Queue, record: JobRecord, context: JobContext) -> None:
+        self.queue = queue
+        self.record = record
+        self.context = context
+        self.task: asyncio.Task[None] | None = None
+
+
+class Worker:
+    """Serves ``queues`` (strict priority: earlier queues first) until stopped."""
+
+    def __init__(
+        self,
+        queues: Sequence[Queue],
+        *,
+        options: WorkerOptions | None = None,
+        registry: Registry | None = None,
+        hooks: WorkerHooks | None = None,
+    ) -> None:
+        if not queues:
+            raise ValueError("a worker needs at least one queue")
+        self.queues = list(queues)
+        self.options = options or WorkerOptions()
+        if self.options.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.registry = registry or default_registry
+        self.hooks = hooks or WorkerHooks()
+        self.name = self.options.name or default_worker_name()
+        self.prefix = self.queues[0].prefix
+        self.lease_ms = int(self.options.lease * 1000)
+        self.processed = 0
+        self.failed = 0
+        self.exit_code = 0
+        self._by_name = {q.name: q for q in self.queues}
+        self._running: dict[tuple[str, str], _Running] = {}
+        self._slots = 0
+        self._claimed = 0
+        self._maybe = {q.name: True for q in self.queues}
+        self._gen = {q.name: 0 for q in self.queues}
+        self._outbox: list[tuple[Queue, Call, asyncio.Future[Any]]] = []
+        self._started_ms = int(time.time() * 1000)
+        self._executor: Executor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._signals = 0
+        self._suspended = False
+
+    # -- public control -----------------------------------------------------------------------
+    def stop(self, graceful: bool = True) -> None:
+        """Ask the worker to stop (thread-safe). ``graceful=False`` puts running jobs back now."""
+        loop = self._loop
+        if loop is None:
+            return
+        loop.call_soon_threadsafe(self._request_stop, graceful)
+
+    def _request_stop(self, graceful: bool) -> None:
+        self._stopping.set()
+        if not graceful:
+            self._hard.set()
+        self._wake.set()
+        self._slot_free.set()
+        self._sched_wake.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop gracefully; a second SIGINT stops at once."""
+        assert self._loop is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: int) -> None:
+        self._signals += 1
+        hard = self._signals > 1 and sig == signal.SIGINT
+        log.warning("worker %s: %s, %s", self.name, signal.Signals(sig).name,
+                    "stopping now, putting running jobs back" if hard else
+                    f"finishing running jobs (up to {self.options.grace:g} s)")
+        self._request_stop(graceful=not hard)
+
+    # -- main ---------------------------------------------------------------------------------
+    async def run(self, install_signals: bool = False) -> int:
+        """Serve until stopped, burst-drained or ``max_jobs`` done; returns the exit code."""
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        self._hard = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._sched_wake = asyncio.Event()
+        self._outbox_ready = asyncio.Event()
+        self._outbox_empty = asyncio.Event()
+        self._outbox_empty.set()
+        self._executor = Executor(self.options.concurrency)
+        if install_signals:
+            self.install_signal_handlers()
+        self._pubsub_ready = asyncio.Event()
+        tasks = [
+            asyncio.create_task(self._listen(), name="redisq-listen"),
+            asyncio.create_task(self._flush_loop(), name="redisq-flush"),
+        ]
+        try:
+            await self._wait_any(self._pubsub_ready, self._stopping)
+            tasks.append(asyncio.create_task(self._maintenance_loop(), name="redisq-maintain"))
+            log.info("worker %s serving %s (concurrency %d%s)", self.name,
+                     ", ".join(q.name for q in self.queues), self.options.concurrency,
+                     ", burst" if self.options.burst else "")
+            await self._fetch_loop()
+            await self._drain()
+        finally:
+            for t in tasks:
+                if t.get_name() != "redisq-flush":
+                    t.cancel()
+            await self._stop_flusher(tasks[1])
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._deregister()
+            self._executor.shutdown()
+        log.info("worker %s stopped: %d jobs done, %d failed", self.name, self.processed,
+                 self.failed)
+        return self.exit_code
+
+    @property
+    def has_live_threads(self) -> bool:
+        return self._slots > 0
+
+    # -- fetching -----------------------------------------------------------------------------
+    async def _fetch_loop(self) -> None:
+        opts = self.options
+        backoff = 0.1
+        while not self._stopping.is_set():
+            free = opts.concurrency - self._slots
+            if opts.max_jobs is not None:
+                left = opts.max_jobs - self._claimed
+                if left <= 0:
+                    return
+                free = min(free, left)
+            if free <= 0 or self._suspended:
+                self._slot_free.clear()
+                await self._wait_any(self._slot_free, self._stopping, self._wake)
+                continue
+            self._wake.clear()
+            try:
+                claimed = await self._claim(min(free, opts.batch or opts.concurrency))
+                backoff = 0.1
+            except (redis.RedisError, OSError) as exc:
+                backoff = await self._backoff("claiming jobs", exc, backoff)
+                continue
+            if claimed:
+                for queue, rec in claimed:
+                    self._start(queue, rec)
+                continue
+            if opts.burst:
+                if self._slots:
+                    self._slot_free.clear()
+                    await self._wait_any(self._slot_free, self._stopping)
+                    continue
+                if await self._maintain_all() or any(self._maybe.values()):
+                    continue
+                return
+            await self._wait_any(self._wake, self._stopping)
+
+    async def _claim(self, n: int) -> list[tuple[Queue, JobRecord]]:
+        out: list[tuple[Queue, JobRecord]] = []
+        for queue in self.queues:
+            if n <= 0:
+                break
+            if not self._maybe[queue.name]:
+                continue
+            gen = self._gen[queue.name]
+            replies = await queue.arun(one(queue.claim_call(self.name, n, self.lease_ms)))
+            if len(replies) < n and self._gen[queue.name] == gen:
+                self._maybe[queue.name] = False
+            self._claimed += len(replies)
+            n -= len(replies)
+            for job_id, fields in replies:
+                try:
+                    out.append((queue, JobRecord.from_hash(fields)))
+                except PayloadError as exc:
+                    self._reject(queue, job_id.decode(errors="replace"), exc)
+        return out
+
+    def _reject(self, queue: Queue, job_id: str, exc: BaseException) -> None:
+        """Fail a job whose hash cannot even be decoded."""
+        err = describe_exception(exc)
+        log.error("job %s in %s is malformed: %s", job_id, queue.name, err["message"])
+        self.failed += 1
+        self._send(queue, queue.fail_call(job_id, self.name, json.dumps(err), json.dumps([err])))
+
+    # -- running ------------------------------------------------------------------------------
+    def _start(self, queue: Queue, rec: JobRecord) -> None:
+        ctx = JobContext(rec, queue, self.name)
+        running = _Running(queue, rec, ctx)
+        self._running[(queue.name, rec.id)] = running
+        self._slots += 1
+        running.task = asyncio.create_task(self._process(running))
+
+    def _release_slot(self) -> None:
+        self._slots -= 1
+        self._slot_free.set()
+
+    async def _process(self, running: _Running) -> None:
+        queue, rec = running.queue, running.record
+        t0 = time.monotonic()
+        thread_holds_slot = False
+        outcome = "finished"
+        token = set_current(running.context)
+        entry: Registered | None = None
+        try:
+            if self.hooks.has_events:
+                await self.hooks.event("job_started", rec)
+            try:
+                entry = self.registry.get(rec.func)
+                args, kwargs = rec.call()
+                if entry.is_async:
+                    result = await self._executor_async(entry, rec, args, kwargs)
+                else:
+                    thread_holds_slot = True
+                    result = await self._executor_sync(entry, rec, args, kwargs)
+                try:
+                    payload = queue.serializer.dumps(result)
+                except Exception as exc:
+                    raise TypeError(
+                        f"the return value of {rec.func} (a {type(result).__name__}) cannot be "
+                        f"encoded with the {queue.serializer.name} serializer: {exc}"
+                    ) from exc
+            except asyncio.CancelledError:
+                if self._stopping.is_set():
+                    raise  # shutdown: the job is put back by _drain
+                outcome = "canceled"
+                self._record_failure(running, RedisQError("the job was canceled while running"),
+                                     status="canceled")
+            except Exception as exc:
+                outcome = self._record_failure(running, exc)
+                if self.hooks.has_events:
+                    await self.hooks.event("job_failed", rec, exc=exc)
+                if (isinstance(exc, JobTimeout) and entry is not None and not entry.is_async
+                        and self.options.exit_on_sync_timeout):
+                    self._replace_process()
+            else:
+                self.processed += 1
+                self._send(queue, queue.finish_call(rec.id, self.name, payload))
+                if self.hooks.has_events:
+                    await self.hooks.event("job_finished", rec, result=result)
+            log.info("job %s %s on %s: %s in %.3f s", rec.id, rec.func, queue.name, outcome,
+                     time.monotonic() - t0,
+                     extra={"job_id": rec.id, "queue": queue.name, "function": rec.func,
+                            "attempt": rec.attempts, "outcome": outcome})
+        finally:
+            _reset_current(token)
+            self._running.pop((queue.name, rec.id), None)
+            if not thread_holds_slot:
+                self._release_slot()
+
+    async def _executor_async(self, entry: Registered, rec: JobRecord, args: list[Any],
+                              kwargs: dict[str, Any]) -> Any:
+        assert self._executor is not None
+        return await self._executor.run_async(
+            lambda: self.hooks.run_async(rec, lambda: entry.func(*args, **kwargs)), rec.timeout
+        )
+
+    async def _executor_sync(self, entry: Registered, rec: JobRecord, args: list[Any],
+                             kwargs: dict[str, Any]) -> Any:
+        assert self._executor is not None
+        loop = asyncio.get_running_loop()
+        return await self._executor.run_sync(
+            lambda: self.hooks.run_sync(rec, lambda: entry.func(*args, **kwargs)),
+            rec.timeout,
+            lambda: loop.call_soon_threadsafe(self._release_slot),
+        )
+
+    def _record_failure(self, running: _Running, exc: BaseException,
+                        status: str = "failed") -> str:
+        queue, rec = running.queue, running.record
+        err = describe_exception(exc)
+        err["attempt"] = rec.attempts
+        err["at"] = int(time.time() * 1000)
+        errors = [*rec.errors, err]
+        delay = None
+        if status == "failed" and rec.retry and not isinstance(exc, (UnknownFunction,
+                                                                     PayloadError)):
+            delay = retry_delay(rec.retry, rec.attempts, exc)
+        if delay is None:
+            self.failed += 1
+        self._send(queue, queue.fail_call(
+            rec.id, self.name, json.dumps(err), json.dumps(errors),
+            -1 if delay is None else int(delay * 1000), status))
+        if delay is not None:
+            return f"retry in {delay:.3g} s ({type(exc).__name__})"
+        if status == "canceled":
+            return "canceled"
+        log.warning("job %s %s failed: %s: %s", rec.id, rec.func, err["type"], err["message"],
+                    extra={"job_id": rec.id, "queue": queue.name, "function": rec.func,
+                           "attempt": rec.attempts})
+        return f"failed ({err['type']})"
+
+    def _replace_process(self) -> None:
+        """Process mode: a runaway sync job cannot be stopped inside this process, so the
+        process ends (its supervisor starts another) once the failure is written."""
+        log.error("worker %s: a sync job hit its timeout; this process exits to kill it and "
+                  "is replaced", self.name)
+        self.exit_code = EXIT_REPLACE
+        self._request_stop(graceful=False)
+
+    # -- writing outcomes ---------------------------------------------------------------------
+    def _send(self, queue: Queue, call: Call) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._outbox.append((queue, call, fut))
+        self._outbox_empty.clear()
+        self._outbox_ready.set()
+        return fut
+
+    async def _flushed(self, timeout: float = 30.0) -> None:
+        """Wait until every outcome sent so far is written (bounded: Redis may be down)."""
+        if self._outbox or not self._outbox_empty.is_set():
+            await self._wait_any(self._outbox_empty, timeout=timeout)
+
+    async def _flush_loop(self) -> None:
+        """Write outcomes in batches: everything finished while a round trip was in flight
+        goes out in the next single pipeline."""
+        backoff = 0.1
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            while self._outbox:
+                batch, self._outbox = self._outbox, []
+                try:
+                    await self._flush(batch)
+                    backoff = 0.1
+                except (redis.RedisError, OSError) as exc:
+                    self._outbox[:0] = batch
+                    backoff = await self._backoff("recording job outcomes", exc, backoff)
+            self._outbox_empty.set()
+
+    async def _flush(self, batch: list[tuple[Queue, Call, asyncio.Future[Any]]]) -> None:
+        by_conn: dict[int, list[tuple[Queue, Call, asyncio.Future[Any]]]] = {}
+        for item in batch:
+            by_conn.setdefault(id(item[0].connection), []).append(item)
+        for items in by_conn.values():
+            replies = await items[0][0].arun(one(Batch([c for _q, c, _f in items])))
+            for (_q, _c, fut), reply in zip(items, replies):
+                if not fut.done():
+                    fut.set_result(reply)
+
+    async def _stop_flusher(self, task: asyncio.Task[None]) -> None:
+        if not task.done():
+            await self._flushed()
+        task.cancel()
+
+    # -- shutdown -----------------------------------------------------------------------------
+    async def _drain(self) -> None:
+        """Let running jobs finish within the grace period, then put the rest back."""
+        running = [r.task for r in self._running.values() if r.task is not None]
+        if running and not self._hard.is_set():
+            grace = asyncio.create_task(asyncio.sleep(self.options.grace))
+            hard = asyncio.create_task(self._hard.wait())
+            waiter = asyncio.gather(*running, return_exceptions=True)
+            await asyncio.wait({waiter, grace, hard}, return_when=asyncio.FIRST_COMPLETED)
+            grace.cancel()
+            hard.cancel()
+        leftover = list(self._running.values())
+        for r in leftover:
+            if r.task is not None and not r.task.done():
+                r.task.cancel()
+        if leftover:
+            await asyncio.gather(*(r.task for r in leftover if r.task), return_exceptions=True)
+            log.warning("worker %s: putting %d running job(s) back on their queues", self.name,
+                        len(leftover))
+            for r in leftover:
+                self._send(r.queue, r.queue.release_call(r.record.id, self.name))
+        await self._flushed()
+
+    async def _deregister(self) -> None:
+        queue = self.queues[0]
+        try:
+            await queue.arun(one(Cmd(("ZREM", keymod.workers_key(self.prefix), self.name))))
+            await queue.arun(one(Cmd(("DEL", keymod.worker_key(self.prefix, self.name)))))
+        except (redis.RedisError, OSError):
+            pass
+
+    # -- maintenance --------------------------------------------------------------------------
+    async def _maintenance_loop(self) -> None:
+        opts = self.options
+        next_beat = 0.0
+        backoff = 0.1
+        while True:
+            try:
+                now = time.monotonic()
+                if now >= next_beat:
+                    await self._beat()
+                    next_beat = now + opts.heartbeat
+                self._sched_wake.clear()
+                due_in = await self._maintain_all(return_next_due=True)
+                backoff = 0.1
+            except (redis.RedisError, OSError) as exc:
+                backoff = await self._backoff("maintenance", exc, backoff)
+                continue
+            timeout = max(0.0, next_beat - time.monotonic())
+            if opts.scheduler and isinstance(due_in, float):
+                timeout = min(timeout, due_in)
+            events = [self._sched_wake] if opts.scheduler else []
+            await self._wait_any(*events, timeout=timeout)
+
+    async def _maintain_all(self, return_next_due: bool = False) -> Any:
+        """Recover expired leases and promote due jobs on every queue.
+
+        Returns, for the burst loop, whether any job became claimable; with
+        ``return_next_due``, seconds until the earliest scheduled job (or ``None``).
+        """
+        woke = False
+        next_due: float | None = None
+        for queue in self.queues:
+            recovered, poisoned, promoted, due_ms, now_ms = await queue.arun(
+                one(queue.maintain_call(self.options.max_deaths)))
+            if recovered or promoted:
+                woke = True
+                self._mark(queue.name)
+            if recovered or poisoned:
+                log.warning("queue %s: %d job(s) of dead workers put back, %d failed as poison",
+                            queue.name, recovered, poisoned)
+            if due_ms >= 0:
+                due = max(0.0, (due_ms - now_ms) / 1000)
+                next_due = due if next_due is None else min(next_due, due)
+        return next_due if return_next_due else woke
+
+    async def _beat(self) -> None:
+        queue = self.queues[0]
+        ttl_ms = int(max(self.options.heartbeat * 3, 10) * 1000)
+        running = list(self._running.values())
+        fields = {
+            "name": self.name,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "queues": ",".join(q.name for q in self.queues),
+            "concurrency": self.options.concurrency,
+            "started": self._started_ms,
+            "jobs": ",".join(f"{r.queue.name}/{r.record.id}" for r in running[:100]),
+            "processed": self.processed,
+            "failed": self.failed,
+            "state": "suspended" if self._suspended else ("busy" if running else "idle"),
+            **self.options.info,
+        }
+        flat: list[Any] = []
+        for k, v in fields.items():
+            flat += [k, v]
+        await queue.arun(one(Call(
+            HEARTBEAT_SCRIPT,
+            [keymod.workers_key(self.prefix), keymod.worker_key(self.prefix, self.name)],
+            [self.name, ttl_ms, 3600 * 1000, *flat])))
+        by_queue: dict[str, list[str]] = {}
+        for r in running:
+            by_queue.setdefault(r.queue.name, []).append(r.record.id)
+        for name, ids in by_queue.items():
+            q = self._by_name[name]
+            lost, cancel = await q.arun(one(q.renew_call(self.name, self.lease_ms, ids)))
+            for job_id in lost:
+                log.warning("job %s: lease lost (this worker was too slow to renew it); "
+                            "another worker may run it", job_id.decode())
+            for job_id in cancel:
+                r2 = self._running.get((name, job_id.decode()))
+                if r2 is not None and r2.task is not None and r2.record.func:
+                    r2.context.cancel_requested = True
+                    entry = self.registry._entries.get(r2.record.func)
+                    if entry is not None and entry.is_async:
+                        r2.task.cancel()
+
+    # -- wake-ups -----------------------------------------------------------------------------
+    def _mark(self, queue_name: str) -> None:
+        self._gen[queue_name] += 1
+        self._maybe[queue_name] = True
+        self._wake.set()
+
+    async def _listen(self) -> None:
+        """Follow the queues' wake channels; reconnect (and assume work) after an outage."""
+        by_channel = {q.keys.channel.encode(): q.name for q in self.queues}
+        backoff = 0.1
+        while True:
+            client = self.queues[0].connection.new_aclient()
+            pubsub = client.pubsub()
+            try:
+                await pubsub.subscribe(*by_channel)
+                confirmed = 0
+                while confirmed < len(by_channel):
+                    msg = await pubsub.get_message(timeout=5.0)
+                    if msg and msg["type"] == "subscribe":
+                        confirmed += 1
+                # Subscribed: anything enqueued from now on is announced, so claim everything.
+                for name in self._maybe:
+                    self._mark(name)
+                self._pubsub_ready.set()
+                backoff = 0.1
+                async for msg in pubsub.listen():
+                    if msg["type"] != "message":
+                        continue
+                    name = by_channel.get(msg["channel"])
+                    if name is None:
+                        continue
+                    if msg["data"] == b"s":
+                        self._sched_wake.set()
+                    else:
+                        self._mark(name)
+            except (redis.RedisError, OSError) as exc:
+                backoff = await self._backoff("listening for new jobs", exc, backoff)
+            finally:
+                try:
+                    await pubsub.aclose()
+                    await client.aclose()
+                except Exception:
+                    pass
+
+    # -- helpers ------------------------------------------------------------------------------
+    async def _backoff(self, what: str, exc: BaseException, delay: float) -> float:
+        log.error("worker %s: Redis error while %s: %s; retrying in %.1f s", self.name, what,
+                  exc, delay)
+        await self._wait_any(self._stopping, timeout=delay * random.uniform(0.5, 1.5))
+        return min(delay * 2, 5.0)
+
+    @staticmethod
+    async def _wait_any(*events: asyncio.Event, timeout: float | None = None) -> None:
+        if not events:
+            await asyncio.sleep(timeout or 0)
+            return
+        for e in events:
+            if e.is_set():
+                return
+        waiters = [asyncio.ensure_future(e.wait()) for e in events]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+
+def _reset_current(token: Any) -> None:
+    from .context import _current
+
+    _current.reset(token)
