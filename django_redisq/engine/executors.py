@@ -48,5 +48,14 @@ class Executor:
             )
         return fut.result()
 
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    def shutdown(self, wait: bool) -> None:
+        """Stop the pool; ``wait=False`` when a timed-out job still holds a thread."""
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+
+def stuck_job_threads() -> int:
+    """Job threads still running (a sync job past its timeout); they keep a process alive."""
+    import threading
+
+    return sum(1 for t in threading.enumerate()
+               if t.name.startswith("redisq-job") and t.is_alive())

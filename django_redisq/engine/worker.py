@@ -226,7 +226,7 @@ class Worker:
             await self._stop_flusher(tasks[1])
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._deregister()
-            self._executor.shutdown()
+            self._executor.shutdown(wait=self._slots == 0)
         log.info("worker %s stopped: %d jobs done, %d failed", self.name, self.processed,
                  self.failed)
         return self.exit_code

@@ -1,0 +1,59 @@
+"""django-redisq: a Django-native Redis job queue for sync and async jobs.
+
+Public names are imported lazily, so ``import django_redisq.engine`` (used by non-Django
+processes) does not import Django.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "job": "django_redisq.decorators",
+    "JobFunction": "django_redisq.decorators",
+    "get_queue": "django_redisq.conf",
+    "Job": "django_redisq.engine.job",
+    "JobRecord": "django_redisq.engine.job",
+    "Queue": "django_redisq.engine.queue",
+    "Retry": "django_redisq.engine.retry",
+    "current_job": "django_redisq.engine.context",
+    "JobTimeout": "django_redisq.engine.errors",
+    "JobFailed": "django_redisq.engine.errors",
+    "JobCanceled": "django_redisq.engine.errors",
+    "JobNotFound": "django_redisq.engine.errors",
+    "QueueNotFound": "django_redisq.engine.errors",
+    "RedisUnavailable": "django_redisq.engine.errors",
+    "RedisQError": "django_redisq.engine.errors",
+    "PayloadTooLarge": "django_redisq.engine.queue",
+}
+
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+if TYPE_CHECKING:
+    from .conf import get_queue
+    from .decorators import JobFunction, job
+    from .engine.context import current_job
+    from .engine.errors import (
+        JobCanceled,
+        JobFailed,
+        JobNotFound,
+        JobTimeout,
+        QueueNotFound,
+        RedisQError,
+        RedisUnavailable,
+    )
+    from .engine.job import Job, JobRecord
+    from .engine.queue import PayloadTooLarge, Queue
+    from .engine.retry import Retry
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'django_redisq' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,234 @@
+"""``@job``: make a plain or ``async def`` function enqueueable.
+
+The decorated object still runs the function when called. ``.delay()`` checks the arguments
+against the signature and the serializer *in the caller*, then sends the job (after the current
+transaction commits when ``ENQUEUE_ON_COMMIT`` is on).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Coroutine
+from datetime import datetime, timedelta
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
+
+from django.db import transaction
+
+from .engine.job import Job
+from .engine.queue import Prepared
+from .engine.registry import function_name, registry
+from .engine.retry import Retry
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_UNSET: Any = object()
+_OPTION_NAMES = ("queue", "delay", "at", "priority", "job_id", "timeout", "retry", "result_ttl",
+                 "failure_ttl", "on_commit", "meta")
+
+
+class JobFunction(Generic[P, R]):
+    """A registered job function. ``R`` is the job's result type (what ``Job.get()`` returns)."""
+
+    def __init__(self, func: Callable[..., Any], name: str, options: dict[str, Any]) -> None:
+        self.func = func
+        self.name = name
+        self.options = options
+        self.is_async = inspect.iscoroutinefunction(func)
+        self.signature = inspect.signature(func)
+        functools.update_wrapper(self, func)
+
+    def __repr__(self) -> str:
+        return f"<job {self.name} queue={self.queue_name}>"
+
+    @property
+    def queue_name(self) -> str:
+        return str(self.options.get("queue") or "default")
+
+    def using(
+        self,
+        *,
+        queue: str = _UNSET,
+        delay: float | timedelta | None = _UNSET,
+        at: datetime | None = _UNSET,
+        priority: int = _UNSET,
+        job_id: str | None = _UNSET,
+        timeout: float | None = _UNSET,
+        retry: Retry | None = _UNSET,
+        result_ttl: float | None = _UNSET,
+        failure_ttl: float | None = _UNSET,
+        on_commit: bool | None = _UNSET,
+        meta: dict[str, Any] | None = _UNSET,
+    ) -> JobFunction[P, R]:
+        """A copy with other enqueue options, e.g. ``send.using(delay=60).delay(user.pk)``."""
+        given = {k: v for k, v in locals().items() if k in _OPTION_NAMES and v is not _UNSET}
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.options = {**self.options, **given}
+        return clone
+
+    # -- enqueueing ---------------------------------------------------------------------------
+    def prepare(self, *args: P.args, **kwargs: P.kwargs) -> Prepared:
+        """Check and encode a call without sending it; raises ``TypeError`` on bad arguments."""
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}(): {exc}") from None
+        from .conf import get_queue  # settings are read at enqueue time, not at import
+
+        opts = self.options
+        queue = get_queue(self.queue_name)
+        positional = [
+            p.name for p in self.signature.parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        try:
+            return queue.prepare(
+                self.name, args, kwargs,
+                job_id=opts.get("job_id"), delay=opts.get("delay"), at=opts.get("at"),
+                priority=opts.get("priority") or 0, timeout=opts.get("timeout"),
+                retry=opts.get("retry"), result_ttl=opts.get("result_ttl"),
+                failure_ttl=opts.get("failure_ttl"), meta=opts.get("meta"),
+                arg_names=positional,
+            )
+        except TypeError as exc:
+            raise TypeError(f"{self.name}(): {exc}") from None
+
+    def _defer_to_commit(self) -> bool:
+        on_commit = self.options.get("on_commit")
+        if on_commit is None:
+            from .conf import redisq_settings
+
+            on_commit = redisq_settings().enqueue_on_commit
+        return bool(on_commit) and transaction.get_connection().in_atomic_block
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        """Enqueue a call. Inside ``transaction.atomic()`` (with ``ENQUEUE_ON_COMMIT``) the job
+        is sent when the transaction commits, and never if it rolls back; the handle's
+        ``status`` is ``None`` until then."""
+        prepared = self.prepare(*args, **kwargs)
+        if self._eager():
+            return self._run_eager(prepared)
+        if self._defer_to_commit():
+            transaction.on_commit(prepared.send)
+            return Job(prepared.queue, prepared.id)
+        return prepared.send()
+
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        """``delay()`` for async code: the job is sent with the asyncio Redis client."""
+        prepared = self.prepare(*args, **kwargs)
+        if self._eager():
+            from asgiref.sync import sync_to_async
+
+            return await sync_to_async(self._run_eager)(prepared)
+        return await prepared.asend()
+
+    # Alias kept for django-rq users.
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        return self.delay(*args, **kwargs)
+
+    # -- eager mode (REDISQ["MODE"] = "eager") ------------------------------------------------
+    def _eager(self) -> bool:
+        from .conf import redisq_settings
+
+        return redisq_settings().mode == "eager"
+
+    def _run_eager(self, prepared: Prepared) -> Job[R]:
+        from .testing import run_eager
+
+        return run_eager(prepared)
+
+
+class SyncJobFunction(JobFunction[P, R]):
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.func(*args, **kwargs)  # type: ignore[no-any-return]
+
+
+class AsyncJobFunction(JobFunction[P, R]):
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+        return self.func(*args, **kwargs)  # type: ignore[no-any-return]
+
+
+class _Decorator(Protocol):
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, func: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> AsyncJobFunction[P, R]: ...
+
+    @overload
+    def __call__(self, func: Callable[P, R], /) -> SyncJobFunction[P, R]: ...
+
+
+@overload
+def job(  # type: ignore[overload-overlap]
+    func: Callable[P, Coroutine[Any, Any, R]], /
+) -> AsyncJobFunction[P, R]: ...
+
+
+@overload
+def job(func: Callable[P, R], /) -> SyncJobFunction[P, R]: ...
+
+
+@overload
+def job(
+    queue: str = "default",
+    /,
+    *,
+    timeout: float | None = None,
+    retry: Retry | None = None,
+    priority: int = 0,
+    result_ttl: float | None = None,
+    failure_ttl: float | None = None,
+    on_commit: bool | None = None,
+    name: str | None = None,
+    cron: str | None = None,
+) -> _Decorator: ...
+
+
+def job(
+    func_or_queue: Any = None,
+    /,
+    *,
+    queue: str | None = None,
+    timeout: float | None = None,
+    retry: Retry | None = None,
+    priority: int = 0,
+    result_ttl: float | None = None,
+    failure_ttl: float | None = None,
+    on_commit: bool | None = None,
+    name: str | None = None,
+    cron: str | None = None,
+) -> Any:
+    """Register a function as a job: ``@job``, ``@job("high")``, ``@job("high", timeout=30)``.
+
+    Raises ``ValueError`` at decoration time for functions a worker could not find by name
+    (lambdas, functions defined inside functions) and for invalid options.
+    """
+    if callable(func_or_queue):
+        return job()(func_or_queue)
+    queue_name = queue or func_or_queue or "default"
+    if not isinstance(queue_name, str):
+        raise TypeError(f"@job's first argument is a queue name (str), got {queue_name!r}")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ValueError(f"@job(timeout=...) must be a positive number of seconds, got {timeout!r}")
+    if retry is not None and not isinstance(retry, Retry):
+        raise TypeError(f"@job(retry=...) takes a django_redisq.Retry, got {retry!r}")
+    if not isinstance(priority, int) or not -100 <= priority <= 100:
+        raise ValueError(f"@job(priority=...) must be an integer from -100 to 100, got {priority!r}")
+    options = {"queue": queue_name, "timeout": timeout, "retry": retry, "priority": priority,
+               "result_ttl": result_ttl, "failure_ttl": failure_ttl, "on_commit": on_commit,
+               "cron": cron}
+
+    def decorate(func: Callable[..., Any]) -> JobFunction[Any, Any]:
+        if isinstance(func, JobFunction):
+            raise TypeError(f"{func.name} is already a job; apply @job once")
+        if not callable(func):
+            raise TypeError(f"@job decorates a function, got {func!r}")
+        job_name = name or function_name(func)
+        cls = AsyncJobFunction if inspect.iscoroutinefunction(func) else SyncJobFunction
+        jf = cls(func, job_name, {k: v for k, v in options.items() if v is not None})
+        registry.register(func, job_name, job=jf)
+        return jf
+
+    return decorate

@@ -1,0 +1,90 @@
+"""Settings for the test suite. The Redis URL comes from the private redis-server that the
+test session starts (tests/conftest.py exports it as REDISQ_TEST_REDIS_URL)."""
+
+import os
+import tempfile
+
+import environ
+
+env = environ.Env()
+
+SECRET_KEY = "tests-only-not-secret"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["*"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_redisq",
+    "tests.testapp",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+ROOT_URLCONF = "tests.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+# SQLite by default (a file, so worker subprocesses and threads see the same data);
+# REDISQ_TEST_DB=postgres switches to the PostgreSQL on 127.0.0.1:5432.
+if os.environ.get("REDISQ_TEST_DB") == "postgres":
+    DATABASES = {"default": env.db_url_config(
+        os.environ.get("REDISQ_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/test"))}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("REDISQ_TEST_SQLITE", "redisq-tests.sqlite3"),
+            # A file, not memory: worker subprocesses open the test database too.
+            "TEST": {"NAME": os.path.join(tempfile.gettempdir(), "redisq-test-db.sqlite3")},
+        }
+    }
+
+STATIC_URL = "/static/"
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+REDIS_URL = env("REDISQ_TEST_REDIS_URL", default="redis://127.0.0.1:6399/0")
+
+REDISQ = {
+    "QUEUES": {
+        "default": {"URL": REDIS_URL},
+        "high": {"URL": REDIS_URL},
+        "low": {"URL": REDIS_URL},
+    },
+    "IMPORTS": ["tests.jobs"],
+    "LEASE": 30,
+    "HEARTBEAT": 5,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_redisq": {"handlers": ["stderr"], "level": "INFO"}},
+}
