@@ -1,0 +1,185 @@
+"""Enqueueing: the @job decorator, argument checks in the caller, the job handle, queues."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import subprocess
+import sys
+
+import pytest
+
+from django_redisq import Job, QueueNotFound, get_queue, job
+from django_redisq.engine.errors import JobNotFound
+from tests import jobs
+
+
+def test_plain_call_still_runs_the_function(r):
+    assert jobs.add(2, 3) == 5
+    assert asyncio.run(jobs.async_add(2, 3)) == 5
+    assert r.dbsize() == 0
+
+
+def test_delay_returns_a_queued_handle(r):
+    j = jobs.add.delay(1, 2)
+    assert isinstance(j, Job)
+    assert j.status == "queued"
+    assert get_queue("default").count() == 1
+    rec = j.refresh().record
+    assert (rec.func, rec.queue, rec.attempts) == ("tests.jobs.add", "default", 0)
+    assert rec.call() == ([1, 2], {})
+
+
+def test_async_job_goes_to_its_queue(r):
+    j = jobs.async_add.delay(1, 2)
+    assert j.queue.name == "high"
+    assert get_queue("high").count() == 1
+
+
+@pytest.mark.parametrize(
+    "call, fragment",
+    [
+        (lambda: jobs.add.delay(1), "missing a required argument: 'b'"),
+        (lambda: jobs.add.delay(1, 2, 3), "too many positional arguments"),
+        (lambda: jobs.add.delay(1, 2, c=3), "unexpected keyword argument 'c'"),
+    ],
+)
+def test_unbindable_arguments_raise_typeerror_and_write_nothing(r, call, fragment):
+    with pytest.raises(TypeError, match=fragment) as info:
+        call()
+    assert "tests.jobs.add" in str(info.value)
+    assert r.dbsize() == 0
+
+
+def test_unserializable_argument_is_named(r):
+    with pytest.raises(TypeError) as info:
+        jobs.add.delay(1, object())
+    message = str(info.value)
+    assert "positional argument b" in message
+    assert "object" in message and "json" in message
+    assert r.dbsize() == 0
+
+
+def test_unserializable_keyword_argument_is_named(r):
+    with pytest.raises(TypeError, match=r"argument 'value' of type set"):
+        jobs.echo.delay(value={1, 2})
+    assert r.dbsize() == 0
+
+
+def test_nan_is_rejected_because_it_is_not_json(r):
+    with pytest.raises(TypeError, match="positional argument value"):
+        jobs.echo.delay(float("nan"))
+    assert r.dbsize() == 0
+
+
+def test_unknown_queue_lists_configured_queues(r):
+    with pytest.raises(QueueNotFound) as info:
+        jobs.add.using(queue="nope").delay(1, 2)
+    assert "nope" in str(info.value)
+    for name in ("default", "high", "low"):
+        assert name in str(info.value)
+    assert r.dbsize() == 0
+
+
+def test_lambda_and_nested_functions_cannot_be_jobs():
+    with pytest.raises(ValueError, match="lambda"):
+        job(lambda: None)
+
+    def nested() -> None: ...
+
+    with pytest.raises(ValueError, match="inside another function"):
+        job(nested)
+
+
+def test_bad_decorator_options_fail_at_decoration():
+    with pytest.raises(ValueError, match="timeout"):
+        job(timeout=-1)
+    with pytest.raises(ValueError, match="priority"):
+        job(priority=1000)
+
+
+def test_using_sets_job_id_priority_and_delay(r):
+    j = jobs.add.using(job_id="mail-1", priority=10).delay(1, 2)
+    assert j.id == "mail-1"
+    assert j.refresh().record.priority == 10
+    later = jobs.add.using(delay=dt.timedelta(minutes=5)).delay(1, 2)
+    assert later.status == "scheduled"
+    assert get_queue("default").count("scheduled") == 1
+
+
+def test_using_does_not_change_the_original(r):
+    jobs.add.using(queue="low").delay(1, 2)
+    assert jobs.add.queue_name == "default"
+    assert get_queue("low").count() == 1
+
+
+def test_naive_datetime_is_rejected_naming_use_tz(r):
+    with pytest.raises(ValueError, match="USE_TZ"):
+        jobs.add.using(at=dt.datetime(2030, 1, 1)).delay(1, 2)
+    assert r.dbsize() == 0
+
+
+def test_same_job_id_while_active_returns_the_existing_job(r):
+    first = jobs.add.using(job_id="only-one").delay(1, 2)
+    second = jobs.add.using(job_id="only-one").delay(5, 6)
+    assert first.id == second.id == "only-one"
+    assert get_queue("default").count() == 1
+    assert first.refresh().record.call() == ([1, 2], {})
+
+
+def test_priority_orders_the_queue(r):
+    low = jobs.add.delay(0, 0)
+    high = jobs.add.using(priority=50).delay(0, 0)
+    assert get_queue("default").job_ids("queued") == [high.id, low.id]
+
+
+def test_adelay_from_async_code(r):
+    async def main() -> str | None:
+        j = await jobs.add.adelay(1, 2)
+        return await j.astatus()
+
+    assert asyncio.run(main()) == "queued"
+
+
+def test_adelay_checks_arguments_too(r):
+    with pytest.raises(TypeError):
+        asyncio.run(jobs.add.adelay(1, object()))
+    assert r.dbsize() == 0
+
+
+def test_queue_listing_count_and_empty(r):
+    q = get_queue("default")
+    made = [jobs.add.delay(i, i) for i in range(5)]
+    assert q.count() == 5
+    assert [rec.id for rec in q.jobs("queued", offset=1, limit=2)] == [made[1].id, made[2].id]
+    assert q.counts()["queued"] == 5
+    assert q.empty() == 5
+    assert q.count() == 0
+    assert r.dbsize() <= 1  # only the FIFO sequence counter is left
+
+
+def test_cancel_a_queued_job(r):
+    j = jobs.add.delay(1, 2)
+    assert j.cancel() == "canceled"
+    assert j.status == "canceled"
+    assert get_queue("default").count() == 0
+    assert get_queue("default").count("canceled") == 1
+
+
+def test_get_on_a_missing_job_raises(r):
+    with pytest.raises(JobNotFound):
+        get_queue("default").job("no-such-job").get(timeout=0.1)
+
+
+def test_get_times_out_while_the_job_waits(r):
+    j = jobs.add.delay(1, 2)
+    with pytest.raises(TimeoutError):
+        j.get(timeout=0.2)
+
+
+def test_engine_imports_without_django():
+    code = ("import sys, django_redisq.engine, django_redisq.engine.worker; "
+            "assert not [m for m in sys.modules if m == 'django' or m.startswith('django.')], "
+            "'the engine imported Django'")
+    subprocess.run([sys.executable, "-c", code], check=True, env={"PATH": "/usr/bin:/bin"},
+                   cwd=str(__import__("pathlib").Path(__file__).parent.parent))
