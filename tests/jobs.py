@@ -111,7 +111,9 @@ def flaky(key: str, failures: int) -> int:
     return n
 
 
-flaky_with_retry = job(retry=Retry(max=3, delay=0.05, backoff=1.0, jitter=0))(flaky.func)
+flaky_with_retry = job(
+    retry=Retry(max=3, delay=0.05, backoff=1.0, jitter=0), name="tests.jobs.flaky_retry"
+)(flaky.func)
 
 
 @job
@@ -119,3 +121,63 @@ def attempt_number() -> int:
     ctx = current_job()
     assert ctx is not None
     return ctx.attempt
+
+
+@job
+def block(name: str) -> str:
+    """Mark itself started (a Redis key), then wait until the test pushes to ``name:go``."""
+    r = _redis()
+    r.incr(f"{name}:runs")
+    r.set(f"{name}:started", "1")
+    r.blmove(f"{name}:go", f"{name}:go", 60, "RIGHT", "LEFT")
+    return name
+
+
+@job
+def block_first_run(name: str) -> int:
+    """The first run blocks (its worker gets killed); later runs return their run number."""
+    r = _redis()
+    n = int(r.incr(f"{name}:runs"))
+    if n == 1:
+        r.set(f"{name}:started", "1")
+        r.blmove(f"{name}:go", f"{name}:go", 60, "RIGHT", "LEFT")
+    return n
+
+
+@job
+def exit_process(name: str) -> None:
+    """Kill the process running it, every time (a poison job)."""
+    _redis().incr(f"{name}:runs")
+    os._exit(3)
+
+
+@job
+def unserializable_result() -> object:
+    return object()
+
+
+class BadStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ is broken too")
+
+
+@job
+def raise_bad_str() -> None:
+    raise BadStr()
+
+
+@job(timeout=0.5)
+def sleep_sync_short_timeout(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@job(timeout=0.3)
+async def sleep_async_short_timeout(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+always_fails_with_retry = job(
+    "default", retry=Retry(max=2, delay=0.05, backoff=1.0, jitter=0), name="tests.jobs.always"
+)(fail.func)

@@ -78,8 +78,10 @@ REDISQ = {
         "low": {"URL": REDIS_URL},
     },
     "IMPORTS": ["tests.jobs"],
-    "LEASE": 30,
-    "HEARTBEAT": 5,
+    # Worker subprocesses of the recovery tests use short leases (set through the environment).
+    "LEASE": env.float("REDISQ_TEST_LEASE", default=30.0),
+    "HEARTBEAT": env.float("REDISQ_TEST_HEARTBEAT", default=5.0),
+    "SHUTDOWN_GRACE": env.float("REDISQ_TEST_GRACE", default=30.0),
 }
 
 LOGGING = {

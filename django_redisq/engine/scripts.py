@@ -16,6 +16,18 @@ from dataclasses import dataclass
 
 # Shared helpers, prepended to every script.
 _PRELUDE = r"""
+-- Scripts must never fail half-way (Redis keeps the writes made before an error), so job
+-- hashes are read defensively: a key of another type is no job, a garbage number counts as 0.
+local function is_job(key)
+  return redis.call('TYPE', key)['ok'] == 'hash'
+end
+
+local function bump(key, field, by)
+  local n = (tonumber(redis.call('HGET', key, field)) or 0) + by
+  redis.call('HSET', key, field, n)
+  return n
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -111,9 +123,9 @@ local out = {}
 for i = 1, #popped, 2 do
   local id = popped[i]
   local key = ARGV[1] .. id
-  if redis.call('EXISTS', key) == 1 then
+  if is_job(key) then
     redis.call('HSET', key, 'status', 'started', 'started_at', now, 'worker', ARGV[3])
-    redis.call('HINCRBY', key, 'attempts', 1)
+    bump(key, 'attempts', 1)
     redis.call('ZADD', KEYS[2], deadline, id)
     out[#out + 1] = {id, redis.call('HGETALL', key)}
   end
@@ -195,8 +207,8 @@ local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, to
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[1], id)
   local key = ARGV[1] .. id
-  if redis.call('EXISTS', key) == 1 then
-    local deaths = redis.call('HINCRBY', key, 'deaths', 1)
+  if is_job(key) then
+    local deaths = bump(key, 'deaths', 1)
     local worker = redis.call('HGET', key, 'worker') or ''
     if deaths >= tonumber(ARGV[4]) then
       local err = cjson.encode({type = 'WorkerDied', message = 'the worker running this job died '
@@ -225,7 +237,7 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, tonumb
 for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[5], id)
   local key = ARGV[1] .. id
-  if redis.call('EXISTS', key) == 1 then
+  if is_job(key) then
     redis.call('HSET', key, 'status', 'queued')
     push_queued(KEYS[2], KEYS[4], ARGV[3], id, redis.call('HGET', key, 'priority'))
     promoted = promoted + 1
@@ -264,7 +276,7 @@ RELEASE = r"""
 local f = redis.call('HMGET', KEYS[1], 'status', 'worker', 'priority')
 if f[1] ~= 'started' or f[2] ~= ARGV[2] then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'attempts', -1)
+bump(KEYS[1], 'attempts', -1)
 redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', '')
 push_queued(KEYS[3], KEYS[4], ARGV[3], ARGV[1], f[3])
 return 1

@@ -203,6 +203,10 @@ class Worker:
         self._outbox_ready = asyncio.Event()
         self._outbox_empty = asyncio.Event()
         self._outbox_empty.set()
+        # Set when the background tasks must end. Not the same as stopping: while running jobs
+        # drain, the maintenance task still renews their leases. redis-py may turn a
+        # cancellation into a ConnectionError, so loops check this rather than trust cancel.
+        self._closed = asyncio.Event()
         self._executor = Executor(self.options.concurrency)
         if install_signals:
             self.install_signal_handlers()
@@ -211,25 +215,39 @@ class Worker:
             asyncio.create_task(self._listen(), name="redisq-listen"),
             asyncio.create_task(self._flush_loop(), name="redisq-flush"),
         ]
+        for t in tasks:
+            t.add_done_callback(self._background_done)
         try:
             await self._wait_any(self._pubsub_ready, self._stopping)
             tasks.append(asyncio.create_task(self._maintenance_loop(), name="redisq-maintain"))
+            tasks[-1].add_done_callback(self._background_done)
             log.info("worker %s serving %s (concurrency %d%s)", self.name,
                      ", ".join(q.name for q in self.queues), self.options.concurrency,
                      ", burst" if self.options.burst else "")
             await self._fetch_loop()
             await self._drain()
         finally:
+            await self._flushed()
+            self._closed.set()
             for t in tasks:
-                if t.get_name() != "redisq-flush":
-                    t.cancel()
-            await self._stop_flusher(tasks[1])
+                t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._deregister()
             self._executor.shutdown(wait=self._slots == 0)
         log.info("worker %s stopped: %d jobs done, %d failed", self.name, self.processed,
                  self.failed)
         return self.exit_code
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        """A background task must not die quietly: log it and stop the worker (a supervisor
+        or the process manager restarts it) instead of wedging."""
+        if task.cancelled() or self._closed.is_set():
+            return
+        exc = task.exception()
+        log.critical("worker %s: internal task %s died: %r; stopping", self.name,
+                     task.get_name(), exc, exc_info=exc)
+        self.exit_code = 1
+        self._request_stop(graceful=True)
 
     @property
     def has_live_threads(self) -> bool:
@@ -255,7 +273,7 @@ class Worker:
                 claimed = await self._claim(min(free, opts.batch or opts.concurrency))
                 backoff = 0.1
             except (redis.RedisError, OSError) as exc:
-                backoff = await self._backoff("claiming jobs", exc, backoff)
+                backoff = await self._backoff("claiming jobs", exc, backoff, self._stopping)
                 continue
             if claimed:
                 for queue, rec in claimed:
@@ -430,7 +448,7 @@ class Worker:
         """Write outcomes in batches: everything finished while a round trip was in flight
         goes out in the next single pipeline."""
         backoff = 0.1
-        while True:
+        while not self._closed.is_set():
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
             while self._outbox:
@@ -452,11 +470,6 @@ class Worker:
             for (_q, _c, fut), reply in zip(items, replies):
                 if not fut.done():
                     fut.set_result(reply)
-
-    async def _stop_flusher(self, task: asyncio.Task[None]) -> None:
-        if not task.done():
-            await self._flushed()
-        task.cancel()
 
     # -- shutdown -----------------------------------------------------------------------------
     async def _drain(self) -> None:
@@ -494,7 +507,7 @@ class Worker:
         opts = self.options
         next_beat = 0.0
         backoff = 0.1
-        while True:
+        while not self._closed.is_set():
             try:
                 now = time.monotonic()
                 if now >= next_beat:
@@ -510,7 +523,7 @@ class Worker:
             if opts.scheduler and isinstance(due_in, float):
                 timeout = min(timeout, due_in)
             events = [self._sched_wake] if opts.scheduler else []
-            await self._wait_any(*events, timeout=timeout)
+            await self._wait_any(self._closed, *events, timeout=timeout)
 
     async def _maintain_all(self, return_next_due: bool = False) -> Any:
         """Recover expired leases and promote due jobs on every queue.
@@ -585,14 +598,17 @@ class Worker:
         """Follow the queues' wake channels; reconnect (and assume work) after an outage."""
         by_channel = {q.keys.channel.encode(): q.name for q in self.queues}
         backoff = 0.1
-        while True:
+        while not self._closed.is_set():
             client = self.queues[0].connection.new_aclient()
             pubsub = client.pubsub()
             try:
                 await pubsub.subscribe(*by_channel)
                 confirmed = 0
+                deadline = time.monotonic() + 10
                 while confirmed < len(by_channel):
-                    msg = await pubsub.get_message(timeout=5.0)
+                    if time.monotonic() > deadline:
+                        raise redis.ConnectionError("no reply to SUBSCRIBE within 10 s")
+                    msg = await pubsub.get_message(timeout=1.0)
                     if msg and msg["type"] == "subscribe":
                         confirmed += 1
                 # Subscribed: anything enqueued from now on is announced, so claim everything.
@@ -620,10 +636,15 @@ class Worker:
                     pass
 
     # -- helpers ------------------------------------------------------------------------------
-    async def _backoff(self, what: str, exc: BaseException, delay: float) -> float:
+    async def _backoff(self, what: str, exc: BaseException, delay: float,
+                       until: asyncio.Event | None = None) -> float:
+        """Wait before retrying after a Redis error (with jitter, so that workers do not
+        reconnect in lock-step); cut short only by ``until`` (default: shutdown's end)."""
+        if self._closed.is_set():
+            return delay
         log.error("worker %s: Redis error while %s: %s; retrying in %.1f s", self.name, what,
                   exc, delay)
-        await self._wait_any(self._stopping, timeout=delay * random.uniform(0.5, 1.5))
+        await self._wait_any(until or self._closed, timeout=delay * random.uniform(0.5, 1.5))
         return min(delay * 2, 5.0)
 
     @staticmethod

@@ -1,0 +1,248 @@
+"""The worker with real processes and a real Redis: concurrency, recovery after SIGKILL,
+poison jobs, graceful shutdown, timeouts, retries, strict priority and bad jobs."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+from django.core.management import call_command
+
+from django_redisq import get_queue
+from tests import jobs
+from tests.conftest import wait_for
+
+FAST_LEASE = {"REDISQ_TEST_LEASE": "1", "REDISQ_TEST_HEARTBEAT": "0.2"}
+
+
+def burst(*queues: str, concurrency: int | None = None) -> None:
+    extra = ["--concurrency", str(concurrency)] if concurrency else []
+    call_command("rqworker", *(queues or ("default", "high", "low")), "--burst", *extra,
+                 verbosity=0)
+
+
+def release(r, name: str) -> None:
+    r.rpush(f"{name}:go", "1")
+
+
+# -- concurrency (measured with a Redis counter, never timed) -----------------------------------
+def test_50_async_jobs_run_at_once(r, worker_proc):
+    handles = [jobs.async_gate.delay("c", "c:go") for _ in range(50)]
+    w = worker_proc("high", "default", "--concurrency", "50")
+    wait_for(lambda: int(r.get("c:max") or 0) >= 50, timeout=20,
+             message=f"async jobs did not reach 50 at once:\n{w.output()}")
+    r.set("c:go", "1")
+    wait_for(lambda: all(h.status == "finished" for h in handles), timeout=20)
+    assert int(r.get("c:max")) == 50
+
+
+def test_sync_jobs_overlap_in_threads(r, worker_proc):
+    handles = [jobs.sync_gate.delay("t", "t:go") for _ in range(8)]
+    w = worker_proc("default", "--concurrency", "8")
+    wait_for(lambda: int(r.get("t:max") or 0) >= 8, timeout=20,
+             message=f"sync jobs did not overlap:\n{w.output()}")
+    r.rpush("t:go", "1")
+    wait_for(lambda: all(h.status == "finished" for h in handles), timeout=20)
+
+
+def test_sync_jobs_overlap_across_processes(r, worker_proc):
+    handles = [jobs.sync_gate.delay("p", "p:go") for _ in range(2)]
+    w = worker_proc("default", "--processes", "2", "--concurrency", "1")
+    wait_for(lambda: int(r.get("p:max") or 0) >= 2, timeout=20,
+             message=f"two processes did not run two jobs at once:\n{w.output()}")
+    r.rpush("p:go", "1")
+    wait_for(lambda: all(h.status == "finished" for h in handles), timeout=20)
+    workers = r.zrange("redisq:{workers}", 0, -1)
+    assert len(workers) == 2
+
+
+# -- no job lost --------------------------------------------------------------------------------
+def test_job_of_a_sigkilled_worker_runs_to_completion_elsewhere(r, worker_proc):
+    j = jobs.block_first_run.delay("k")
+    first = worker_proc("default", env=FAST_LEASE)
+    wait_for(lambda: r.get("k:started"), timeout=20, message=first.output())
+    first.signal(signal.SIGKILL)
+    first.wait()
+    assert j.status == "started"  # still leased to the dead worker
+    second = worker_proc("default", env=FAST_LEASE)
+    assert j.get(timeout=20) == 2
+    rec = j.refresh().record
+    assert rec.attempts == 2 and rec.deaths == 1
+    assert "put back" in second.output()
+
+
+def test_poison_job_fails_after_the_death_limit_and_the_worker_goes_on(r, worker_proc):
+    j = jobs.exit_process.delay("poison")
+    w = worker_proc("default", "--processes", "1", env=FAST_LEASE)
+    rec = wait_for(lambda: (x := j.queue.fetch_record(j.id)) and x.status == "failed" and x,
+                   timeout=30, message=w.output())
+    assert rec.error["type"] == "WorkerDied"
+    assert "3 times" in rec.error["message"]
+    assert int(r.get("poison:runs")) == 3
+    # The supervisor replaced the dead process and still serves the queue.
+    assert jobs.add.delay(2, 2).get(timeout=10) == 4
+
+
+def test_sigterm_lets_the_running_job_finish(r, worker_proc):
+    j = jobs.block.delay("term")
+    w = worker_proc("default")
+    wait_for(lambda: r.get("term:started"), timeout=20, message=w.output())
+    w.signal(signal.SIGTERM)
+    release(r, "term")
+    assert w.wait(20) == 0
+    assert j.status == "finished"
+
+
+def test_sigterm_past_the_grace_period_puts_the_job_back(r, worker_proc):
+    j = jobs.block.delay("grace")
+    w = worker_proc("default", "--grace", "0.3")
+    wait_for(lambda: r.get("grace:started"), timeout=20, message=w.output())
+    w.signal(signal.SIGTERM)
+    assert w.wait(20) == 0, w.output()
+    assert j.status == "queued"
+    assert j.refresh().record.attempts == 0  # putting back does not count as an attempt
+    release(r, "grace")
+
+
+def test_second_sigint_stops_at_once_and_puts_the_job_back(r, worker_proc):
+    j = jobs.block.delay("int")
+    w = worker_proc("default")  # grace 30 s: only the second SIGINT can end it quickly
+    wait_for(lambda: r.get("int:started"), timeout=20, message=w.output())
+    w.signal(signal.SIGINT)
+    wait_for(lambda: "finishing running jobs" in w.output(), timeout=10)
+    w.signal(signal.SIGINT)
+    assert w.wait(20) == 0, w.output()
+    assert j.status == "queued"
+    release(r, "int")
+
+
+# -- timeouts -----------------------------------------------------------------------------------
+def _timed_out(job) -> bool:
+    rec = job.refresh().record
+    return rec.status == "failed" and rec.error["type"] == "django_redisq.engine.errors.JobTimeout"
+
+
+def test_async_job_past_its_timeout_is_cancelled(r):
+    j = jobs.sleep_async_short_timeout.delay(30)
+    burst()
+    assert _timed_out(j)
+    assert "timeout of 0.3 s" in j.record.error["message"]
+
+
+def test_thread_mode_sync_job_past_its_timeout_fails(r, worker_proc):
+    j = jobs.sleep_sync_short_timeout.delay(2)
+    after = jobs.add.delay(1, 1)
+    w = worker_proc("default", "--concurrency", "2", "--burst")
+    assert w.wait(30) == 0, w.output()
+    assert _timed_out(j)
+    assert after.result == 2
+
+
+def test_process_mode_sync_job_past_its_timeout_is_killed_and_replaced(r, worker_proc):
+    j = jobs.sleep_sync_short_timeout.delay(600)
+    w = worker_proc("default", "--processes", "1", "--concurrency", "1")
+    wait_for(lambda: _timed_out(j), timeout=20, message=w.output())
+    # The child that ran it is gone; its replacement serves the queue.
+    assert jobs.add.delay(3, 4).get(timeout=10) == 7
+    assert "replaced" in w.output()
+
+
+# -- retries ------------------------------------------------------------------------------------
+def test_job_failing_twice_then_succeeding(r, worker_proc):
+    j = jobs.flaky_with_retry.delay("flaky", 2)
+    w = worker_proc("default", "--max-jobs", "3")
+    assert j.get(timeout=20) == 3
+    rec = j.refresh().record
+    assert rec.status == "finished" and rec.attempts == 3
+    assert [e["message"] for e in rec.errors] == ["attempt 1 fails", "attempt 2 fails"]
+    assert w.wait(20) == 0
+
+
+def test_job_failing_always_ends_failed_with_the_last_traceback(r, worker_proc):
+    j = jobs.always_fails_with_retry.delay("always")
+    w = worker_proc("default", "--max-jobs", "3")
+    assert w.wait(20) == 0, w.output()
+    rec = j.refresh().record
+    assert rec.status == "failed" and rec.attempts == 3
+    assert len(rec.errors) == 3
+    assert "ValueError: always" in rec.error["traceback"]
+
+
+def test_retry_waits_in_scheduled_state(r):
+    j = jobs.flaky_with_retry.using(job_id="sched").delay("sched", 5)
+    burst("default")  # the first attempt fails; the retry waits 50 ms, past this burst
+    assert j.status in ("scheduled", "queued")
+    assert j.refresh().record.attempts == 1
+
+
+# -- strict priority ----------------------------------------------------------------------------
+def test_single_slot_worker_takes_higher_queues_first(r):
+    for q in ("low", "default", "high"):
+        for i in range(3):
+            jobs.record.using(queue=q).delay(f"{q}{i}")
+    burst("high", "default", "low", concurrency=1)
+    order = [x.decode() for x in r.lrange("test:record", 0, -1)]
+    assert order == ["high0", "high1", "high2", "default0", "default1", "default2",
+                     "low0", "low1", "low2"]
+
+
+# -- bad jobs never kill the worker -------------------------------------------------------------
+def _write_raw_job(r, job_id: str, **fields: str) -> None:
+    q = get_queue("default")
+    base = {"v": "1", "id": job_id, "queue": "default", "func": "tests.jobs.add",
+            "ser": "json", "payload": "[[1,2],{}]", "status": "queued", "result_ttl": "60000",
+            "failure_ttl": "60000"}
+    base.update(fields)
+    r.hset(q.keys.job(job_id), mapping=base)
+    r.zadd(q.keys.state("queued"), {job_id: 1})
+
+
+@pytest.mark.parametrize("fields, reason", [
+    ({"payload": "{not json"}, "cannot decode the job's arguments"),
+    ({"payload": "[1, 2]"}, "cannot decode the job's arguments"),
+    ({"v": "99"}, "schema version 99"),
+    ({"priority": "urgent"}, "malformed job hash"),
+    ({"attempts": "many", "payload": "[[1,2],{}]"}, None),  # counted from 0: it just runs
+])
+def test_undecodable_job_fails_and_the_worker_goes_on(r, fields, reason):
+    _write_raw_job(r, "bad", **fields)
+    good = jobs.add.delay(1, 1)
+    burst("default")
+    q = get_queue("default")
+    if reason is None:
+        assert q.job("bad").result == 3
+    else:
+        assert "bad" in q.job_ids("failed")
+        raw_error = json.loads(r.hget(q.keys.job("bad"), "error"))
+        assert reason in raw_error["message"]
+    assert good.result == 2
+
+
+def test_a_key_of_the_wrong_type_in_a_queue_is_skipped(r):
+    q = get_queue("default")
+    r.set(q.keys.job("imposter"), "not a hash")
+    r.zadd(q.keys.state("queued"), {"imposter": 0})
+    good = jobs.add.delay(1, 1)
+    burst("default")
+    assert good.result == 2
+    assert q.count() == 0
+
+
+def test_unserializable_result_fails_the_job(r):
+    j = jobs.unserializable_result.delay()
+    good = jobs.add.delay(1, 1)
+    burst("default")
+    assert j.status == "failed"
+    assert "return value of tests.jobs.unserializable_result" in j.record.error["message"]
+    assert good.result == 2
+
+
+def test_exception_whose_str_raises_fails_the_job(r):
+    j = jobs.raise_bad_str.delay()
+    good = jobs.add.delay(1, 1)
+    burst("default")
+    assert j.status == "failed"
+    assert j.record.error["type"] == "tests.jobs.BadStr"
+    assert "unprintable BadStr" in j.record.error["message"]
+    assert good.result == 2
