@@ -32,23 +32,23 @@ _EXPORTS = {
 
 __all__ = [*sorted(_EXPORTS), "__version__"]
 
-if TYPE_CHECKING:
-    from .conf import get_queue
-    from .decorators import JobFunction, job
-    from .engine.context import current_job
-    from .engine.errors import (
-        JobCanceled,
-        JobFailed,
-        JobNotFound,
-        JobTimeout,
-        QueueNotFound,
-        RedisQError,
-        RedisUnavailable,
-    )
-    from .engine.job import Job, JobRecord
-    from .engine.queue import PayloadTooLarge, Queue
-    from .engine.retry import Retry
-
+if TYPE_CHECKING:  # explicit re-exports (``x as x``) for type checkers
+    from .conf import get_queue as get_queue
+    from .decorators import JobFunction as JobFunction
+    from .decorators import job as job
+    from .engine.context import current_job as current_job
+    from .engine.errors import JobCanceled as JobCanceled
+    from .engine.errors import JobFailed as JobFailed
+    from .engine.errors import JobNotFound as JobNotFound
+    from .engine.errors import JobTimeout as JobTimeout
+    from .engine.errors import QueueNotFound as QueueNotFound
+    from .engine.errors import RedisQError as RedisQError
+    from .engine.errors import RedisUnavailable as RedisUnavailable
+    from .engine.job import Job as Job
+    from .engine.job import JobRecord as JobRecord
+    from .engine.queue import PayloadTooLarge as PayloadTooLarge
+    from .engine.queue import Queue as Queue
+    from .engine.retry import Retry as Retry
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)

@@ -11,7 +11,7 @@ import functools
 import inspect
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
 from django.db import transaction
 
@@ -37,7 +37,7 @@ class JobFunction(Generic[P, R]):
         self.options = options
         self.is_async = inspect.iscoroutinefunction(func)
         self.signature = inspect.signature(func)
-        functools.update_wrapper(self, func)
+        functools.update_wrapper(cast(Any, self), func)
 
     def __repr__(self) -> str:
         return f"<job {self.name} queue={self.queue_name}>"
@@ -215,7 +215,8 @@ def job(
     if retry is not None and not isinstance(retry, Retry):
         raise TypeError(f"@job(retry=...) takes a django_redisq.Retry, got {retry!r}")
     if not isinstance(priority, int) or not -100 <= priority <= 100:
-        raise ValueError(f"@job(priority=...) must be an integer from -100 to 100, got {priority!r}")
+        raise ValueError(
+            f"@job(priority=...) must be an integer from -100 to 100, got {priority!r}")
     options = {"queue": queue_name, "timeout": timeout, "retry": retry, "priority": priority,
                "result_ttl": result_ttl, "failure_ttl": failure_ttl, "on_commit": on_commit,
                "cron": cron}
@@ -227,7 +228,8 @@ def job(
             raise TypeError(f"@job decorates a function, got {func!r}")
         job_name = name or function_name(func)
         cls = AsyncJobFunction if inspect.iscoroutinefunction(func) else SyncJobFunction
-        jf = cls(func, job_name, {k: v for k, v in options.items() if v is not None})
+        given = {k: v for k, v in options.items() if v is not None}
+        jf: JobFunction[Any, Any] = cls(func, job_name, given)
         registry.register(func, job_name, job=jf)
         return jf
 

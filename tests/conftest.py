@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -121,8 +122,8 @@ class WorkerProcess:
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.args = args
-        self.log = tempfile.NamedTemporaryFile(prefix="redisq-worker-", suffix=".log",
-                                               delete=False)
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in close()
+            prefix="redisq-worker-", suffix=".log", delete=False)
         from django.db import connection
 
         full_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings",
@@ -147,7 +148,8 @@ class WorkerProcess:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"worker did not exit within {timeout} s:\n{self.output()}")
+            raise AssertionError(
+                f"worker did not exit within {timeout} s:\n{self.output()}") from None
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
@@ -159,10 +161,8 @@ class WorkerProcess:
 
     def close(self) -> None:
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, 9)  # the worker and any children it supervises
-            except ProcessLookupError:
-                pass
             self.proc.wait()
         self.log.close()
         os.unlink(self.log.name)

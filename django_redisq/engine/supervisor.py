@@ -8,6 +8,7 @@ which shut down gracefully; the parent exits when they have.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -52,10 +53,8 @@ class Supervisor:
     def _forward(self, sig: int, _frame: object) -> None:
         self.stopping = True
         for pid in list(self.children):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._forward)
@@ -69,9 +68,9 @@ class Supervisor:
                 pid, raw = os.wait()
             except ChildProcessError:
                 break
-            slot = self.children.pop(pid, None)
-            if slot is None:
+            if pid not in self.children:
                 continue
+            slot = self.children.pop(pid)
             code = os.waitstatus_to_exitcode(raw)
             if self.stopping:
                 continue

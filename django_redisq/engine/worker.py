@@ -392,10 +392,14 @@ class Worker:
                              kwargs: dict[str, Any]) -> Any:
         assert self._executor is not None
         loop = asyncio.get_running_loop()
+
+        def thread_done() -> None:
+            loop.call_soon_threadsafe(self._release_slot)
+
         return await self._executor.run_sync(
             lambda: self.hooks.run_sync(rec, lambda: entry.func(*args, **kwargs)),
             rec.timeout,
-            lambda: loop.call_soon_threadsafe(self._release_slot),
+            thread_done,
         )
 
     def _record_failure(self, running: _Running, exc: BaseException,
@@ -476,10 +480,11 @@ class Worker:
         """Let running jobs finish within the grace period, then put the rest back."""
         running = [r.task for r in self._running.values() if r.task is not None]
         if running and not self._hard.is_set():
-            grace = asyncio.create_task(asyncio.sleep(self.options.grace))
-            hard = asyncio.create_task(self._hard.wait())
+            grace = asyncio.ensure_future(asyncio.sleep(self.options.grace))
+            hard = asyncio.ensure_future(self._hard.wait())
             waiter = asyncio.gather(*running, return_exceptions=True)
-            await asyncio.wait({waiter, grace, hard}, return_when=asyncio.FIRST_COMPLETED)
+            pending: set[asyncio.Future[Any]] = {waiter, grace, hard}
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             grace.cancel()
             hard.cancel()
         leftover = list(self._running.values())
@@ -619,13 +624,13 @@ class Worker:
                 async for msg in pubsub.listen():
                     if msg["type"] != "message":
                         continue
-                    name = by_channel.get(msg["channel"])
-                    if name is None:
+                    queue_name = by_channel.get(msg["channel"])
+                    if queue_name is None:
                         continue
                     if msg["data"] == b"s":
                         self._sched_wake.set()
                     else:
-                        self._mark(name)
+                        self._mark(queue_name)
             except (redis.RedisError, OSError) as exc:
                 backoff = await self._backoff("listening for new jobs", exc, backoff)
             finally:
