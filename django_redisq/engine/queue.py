@@ -401,7 +401,7 @@ class Queue:
         k = self.keys
         return Call(scripts.MAINTAIN_SCRIPT,
                     [k.state("started"), k.state("queued"), k.state("failed"), k.seq,
-                     k.state("scheduled")],
+                     k.state("scheduled"), k.state("finished"), k.state("canceled")],
                     [k.job_prefix, k.done_prefix, k.channel, max_deaths, limit])
 
     def renew_call(self, worker: str, lease_ms: int, job_ids: Sequence[str]) -> Call:

@@ -196,9 +196,10 @@ notify(KEYS[1], ARGV[3], id, f[2], f[1])
 return ARGV[8]
 """
 
-# KEYS: started, queued, failed, seq, scheduled
+# KEYS: started, queued, failed, seq, scheduled, finished, canceled
 # ARGV: job_prefix, done_prefix, channel, max_deaths, limit
-# Recovers jobs whose lease expired (their worker died) and promotes due scheduled jobs.
+# Recovers jobs whose lease expired (their worker died), promotes due scheduled jobs, and drops
+# expired ids from the terminal registries (their hashes expire by themselves).
 # Returns {recovered, poisoned, promoted, next_due_ms (-1: none), now_ms}.
 MAINTAIN = r"""
 local now = now_ms()
@@ -243,6 +244,9 @@ for _, id in ipairs(due) do
     promoted = promoted + 1
   end
 end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now)
 local head = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
 local next_due = -1
 if head[2] then next_due = tonumber(head[2]) end

@@ -1,0 +1,94 @@
+"""Delayed jobs, unique job ids, cancel, and bounded memory (the parts built so far)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from django_redisq import get_queue
+from django_redisq.conf import clear_cache
+from django_redisq.engine.worker import Worker, WorkerOptions
+from tests import jobs
+from tests.conftest import wait_for
+
+
+def test_delayed_job_starts_on_time_with_an_idle_worker(r, worker_proc):
+    w = worker_proc("default", "--concurrency", "1")
+    # The worker is idle (subscribed, nothing to do) before the job is enqueued.
+    wait_for(lambda: r.zcard("redisq:{workers}") == 1, timeout=20, message=w.output())
+    j = jobs.add.using(delay=1.0).delay(1, 2)
+    assert j.status == "scheduled"
+    assert j.get(timeout=10) == 3
+    rec = j.refresh().record
+    lateness_ms = rec.started_at - rec.scheduled_for
+    # Started no earlier than due, and within 100 ms after (recorded server timestamps).
+    assert 0 <= lateness_ms <= 100, lateness_ms
+
+
+def test_an_earlier_delayed_job_wakes_the_scheduler(r, worker_proc):
+    w = worker_proc("default")
+    wait_for(lambda: r.zcard("redisq:{workers}") == 1, timeout=20, message=w.output())
+    late = jobs.add.using(delay=30).delay(0, 0)
+    soon = jobs.add.using(delay=0.3).delay(1, 1)
+    assert soon.get(timeout=10) == 2
+    rec = soon.refresh().record
+    assert 0 <= rec.started_at - rec.scheduled_for <= 100
+    assert late.status == "scheduled"
+
+
+def test_unique_job_id_from_100_threads_makes_one_job(r):
+    barrier = threading.Barrier(100)
+    ids: list[str] = []
+
+    def enqueue(i: int) -> None:
+        barrier.wait()
+        ids.append(jobs.add.using(job_id="x").delay(i, i).id)
+
+    threads = [threading.Thread(target=enqueue, args=(i,)) for i in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert ids == ["x"] * 100
+    assert get_queue("default").count() == 1
+
+
+def test_cancel_a_scheduled_job(r):
+    j = jobs.add.using(delay=60).delay(1, 2)
+    assert j.cancel() == "canceled"
+    q = get_queue("default")
+    assert q.counts()["scheduled"] == 0 and q.counts()["canceled"] == 1
+
+
+def test_a_canceled_job_never_runs(r):
+    j = jobs.record.delay("never")
+    j.cancel()
+    from django.core.management import call_command
+
+    call_command("rqworker", "default", "--burst", verbosity=0)
+    assert r.lrange("test:record", 0, -1) == []
+    assert j.status == "canceled"
+
+
+def test_finished_jobs_expire_and_the_key_count_returns_to_its_start(r, settings):
+    settings.REDISQ = {**settings.REDISQ, "RESULT_TTL": 1}
+    clear_cache()
+    q = get_queue("default")
+    worker = Worker([q], options=WorkerOptions(concurrency=50, heartbeat=0.2, lease=1.0))
+    runner = threading.Thread(target=lambda: asyncio.run(worker.run()))
+    runner.start()
+    try:
+        # Starting level: a live worker, one job done and expired (the FIFO counter stays).
+        q.enqueue("tests.jobs.add", [0, 0])
+        wait_for(lambda: q.counts()["finished"] == 0 and r.dbsize() <= 4, timeout=15,
+                 message=f"{r.dbsize()} keys: {r.keys()}")
+        start = r.dbsize()
+        for chunk in range(10):
+            q.enqueue_many([("tests.jobs.add", [i, chunk], {}) for i in range(1000)])
+        wait_for(lambda: r.dbsize() == start and q.counts()["finished"] == 0, timeout=30,
+                 message=f"{r.dbsize()} keys left (start {start}), counts {q.counts()}")
+        assert r.info("stats")["expired_keys"] >= 10_000
+    finally:
+        worker.stop()
+        runner.join(10)
+        clear_cache()
