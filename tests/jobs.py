@@ -181,3 +181,24 @@ async def sleep_async_short_timeout(seconds: float) -> float:
 always_fails_with_retry = job(
     "default", retry=Retry(max=2, delay=0.05, backoff=1.0, jitter=0), name="tests.jobs.always"
 )(fail.func)
+
+
+@job
+def cooperative(name: str) -> str:
+    """A sync job that checks its cancel flag, as long-running thread-mode jobs should."""
+    r = _redis()
+    r.set(f"{name}:started", "1")
+    ctx = current_job()
+    assert ctx is not None
+    deadline = time.monotonic() + 30
+    while not ctx.cancel_requested and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "stopped" if ctx.cancel_requested else "timed out"
+
+
+@job
+async def async_block(name: str) -> str:
+    r = _redis()
+    r.set(f"{name}:started", "1")
+    await asyncio.sleep(60)
+    return name

@@ -92,3 +92,36 @@ def test_finished_jobs_expire_and_the_key_count_returns_to_its_start(r, settings
         worker.stop()
         runner.join(10)
         clear_cache()
+
+
+# -- cancelling a started job ---------------------------------------------------------------
+def _started(r, name: str):
+    return lambda: r.get(f"{name}:started")
+
+
+def test_cancel_a_started_async_job(r, worker_proc):
+    j = jobs.async_block.delay("ca")
+    w = worker_proc("default")
+    wait_for(_started(r, "ca"), timeout=20, message=w.output())
+    assert j.cancel() == "started"  # requested; the worker stops it
+    wait_for(lambda: j.status == "canceled", timeout=10, message=w.output())
+    assert jobs.add.delay(1, 1).get(timeout=10) == 2
+
+
+def test_cancel_a_started_thread_job_through_its_flag(r, worker_proc):
+    j = jobs.cooperative.delay("ct")
+    w = worker_proc("default")
+    wait_for(_started(r, "ct"), timeout=20, message=w.output())
+    j.cancel()
+    wait_for(lambda: j.status == "canceled", timeout=10, message=w.output())
+
+
+def test_cancel_a_started_process_job_kills_it(r, worker_proc):
+    j = jobs.block.delay("cp")
+    w = worker_proc("default", "--processes", "1")
+    wait_for(_started(r, "cp"), timeout=20, message=w.output())
+    j.cancel()
+    wait_for(lambda: j.status == "canceled", timeout=10, message=w.output())
+    # The process that ran it was replaced and serves the queue.
+    assert jobs.add.delay(2, 3).get(timeout=10) == 5
+    assert int(r.get("cp:runs")) == 1

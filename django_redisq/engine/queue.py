@@ -292,7 +292,7 @@ class Queue:
         st = yield Call(scripts.CANCEL_SCRIPT,
                         [k.job(job_id), k.state("queued"), k.state("scheduled"),
                          k.state("deferred"), k.state("canceled")],
-                        [job_id, k.done_prefix])
+                        [job_id, k.done_prefix, k.channel])
         return st.decode() if st else None
 
     def cancel(self, job_id: str) -> str | None:

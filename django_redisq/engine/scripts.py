@@ -287,8 +287,9 @@ return 1
 """
 
 # KEYS: job, queued, scheduled, deferred, canceled
-# ARGV: id, done_prefix
-# Cancels a waiting job at once; flags a started one for its worker. Returns the status after.
+# ARGV: id, done_prefix, channel
+# Cancels a waiting job at once; flags a started one and tells its worker (a 'c:<id>' message;
+# lease renewals report the flag too, should the message be missed). Returns the status after.
 CANCEL = r"""
 local id = ARGV[1]
 local st = redis.call('HGET', KEYS[1], 'status')
@@ -306,6 +307,7 @@ if from then
 end
 if st == 'started' then
   redis.call('HSET', KEYS[1], 'cancel', '1')
+  redis.call('PUBLISH', ARGV[3], 'c:' .. id)
 end
 return st
 """

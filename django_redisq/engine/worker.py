@@ -114,13 +114,14 @@ def describe_exception(exc: BaseException) -> dict[str, Any]:
 
 
 class _Running:
-    __slots__ = ("context", "queue", "record", "task")
+    __slots__ = ("context", "is_async", "queue", "record", "task")
 
     def __init__(self, queue: Queue, record: JobRecord, context: JobContext) -> None:
         self.queue = queue
         self.record = record
         self.context = context
         self.task: asyncio.Task[None] | None = None
+        self.is_async = False
 
 
 class Worker:
@@ -332,14 +333,14 @@ class Worker:
         queue, rec = running.queue, running.record
         t0 = time.monotonic()
         thread_holds_slot = False
-        outcome = "finished"
         token = set_current(running.context)
-        entry: Registered | None = None
+        canceled = RedisQError("the job was canceled while running")
         try:
             if self.hooks.has_events:
                 await self.hooks.event("job_started", rec)
             try:
                 entry = self.registry.get(rec.func)
+                running.is_async = entry.is_async
                 args, kwargs = rec.call()
                 if entry.is_async:
                     result = await self._executor_async(entry, rec, args, kwargs)
@@ -356,21 +357,28 @@ class Worker:
             except asyncio.CancelledError:
                 if self._stopping.is_set():
                     raise  # shutdown: the job is put back by _drain
-                outcome = "canceled"
-                self._record_failure(running, RedisQError("the job was canceled while running"),
-                                     status="canceled")
+                outcome = self._record_failure(running, canceled, status="canceled")
             except Exception as exc:
-                outcome = self._record_failure(running, exc)
-                if self.hooks.has_events:
-                    await self.hooks.event("job_failed", rec, exc=exc)
-                if (isinstance(exc, JobTimeout) and entry is not None and not entry.is_async
-                        and self.options.exit_on_sync_timeout):
-                    self._replace_process()
+                if running.context.cancel_requested:
+                    outcome = self._record_failure(running, exc, status="canceled")
+                else:
+                    outcome = self._record_failure(running, exc)
+                    if self.hooks.has_events:
+                        await self.hooks.event("job_failed", rec, exc=exc)
+                    if (isinstance(exc, JobTimeout) and not running.is_async
+                            and self.options.exit_on_sync_timeout):
+                        self._replace_process()
             else:
-                self.processed += 1
-                self._send(queue, queue.finish_call(rec.id, self.name, payload))
-                if self.hooks.has_events:
-                    await self.hooks.event("job_finished", rec, result=result)
+                if running.context.cancel_requested:
+                    # A sync job that returned after its cancel was requested still ends
+                    # canceled: that is what the caller asked for.
+                    outcome = self._record_failure(running, canceled, status="canceled")
+                else:
+                    outcome = "finished"
+                    self.processed += 1
+                    self._send(queue, queue.finish_call(rec.id, self.name, payload))
+                    if self.hooks.has_events:
+                        await self.hooks.event("job_finished", rec, result=result)
             log.info("job %s %s on %s: %s in %.3f s", rec.id, rec.func, queue.name, outcome,
                      time.monotonic() - t0,
                      extra={"job_id": rec.id, "queue": queue.name, "function": rec.func,
@@ -586,12 +594,25 @@ class Worker:
                 log.warning("job %s: lease lost (this worker was too slow to renew it); "
                             "another worker may run it", job_id.decode())
             for job_id in cancel:
-                r2 = self._running.get((name, job_id.decode()))
-                if r2 is not None and r2.task is not None and r2.record.func:
-                    r2.context.cancel_requested = True
-                    entry = self.registry._entries.get(r2.record.func)
-                    if entry is not None and entry.is_async:
-                        r2.task.cancel()
+                self._cancel_running(name, job_id.decode())
+
+    def _cancel_running(self, queue_name: str, job_id: str) -> None:
+        """Stop a running job whose cancel was requested: an async job's task is cancelled; a
+        sync job in process mode takes its process down; a sync job in a thread is flagged
+        (``current_job().cancel_requested``) and ends canceled whenever it returns."""
+        running = self._running.get((queue_name, job_id))
+        if running is None or running.context.cancel_requested:
+            return
+        running.context.cancel_requested = True
+        log.info("job %s: cancel requested", job_id)
+        if running.task is None:
+            return
+        if running.is_async:
+            running.task.cancel()
+        elif self.options.exit_on_sync_timeout:
+            self._record_failure(running, RedisQError("the job was canceled while running"),
+                                 status="canceled")
+            self._replace_process()
 
     # -- wake-ups -----------------------------------------------------------------------------
     def _mark(self, queue_name: str) -> None:
@@ -627,8 +648,11 @@ class Worker:
                     queue_name = by_channel.get(msg["channel"])
                     if queue_name is None:
                         continue
-                    if msg["data"] == b"s":
+                    data = msg["data"]
+                    if data == b"s":
                         self._sched_wake.set()
+                    elif data.startswith(b"c:"):
+                        self._cancel_running(queue_name, data[2:].decode(errors="replace"))
                     else:
                         self._mark(queue_name)
             except (redis.RedisError, OSError) as exc:
