@@ -12,7 +12,7 @@ script cache) loads them again and retries (see ``ScriptRunner``).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Shared helpers, prepended to every script.
 _PRELUDE = r"""
@@ -364,10 +364,11 @@ return now
 class Script:
     name: str
     source: str
+    #: SHA1 of the source, computed once: every EVALSHA on the hot path sends it.
+    sha: str = field(init=False)
 
-    @property
-    def sha(self) -> str:
-        return hashlib.sha1(self.source.encode()).hexdigest()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
 def _script(name: str, body: str) -> Script:
