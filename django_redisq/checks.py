@@ -29,3 +29,27 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None,
             p.msg, hint=p.hint, id=f"django_redisq.{p.id}")
         for p in problems
     ]
+
+
+@checks.register(TAG)
+def check_cron(app_configs: Sequence[AppConfig] | None = None,
+               **kwargs: Any) -> list[checks.CheckMessage]:
+    """Each ``REDISQ["CRON"]`` entry must parse: expression, function, queue, time zone."""
+    from .engine.cron import CronError
+    from .schedules import parse_entry
+
+    parsed, problems = validate()
+    if any(p.level == "error" for p in problems):
+        return []  # the settings check reports those first
+    errors: list[checks.CheckMessage] = []
+    for i, entry in enumerate(parsed.cron):
+        try:
+            parse_entry(entry, i, list(parsed.queues))
+        except CronError as exc:
+            errors.append(checks.Error(
+                str(exc), id="django_redisq.E012",
+                hint='Fix the entry: e.g. {"cron": "*/5 * * * *", "func": '
+                     '"myapp.tasks.cleanup"}; cron has 5 fields (minute hour day month '
+                     'weekday) or an alias like "@hourly"; use "every": seconds for '
+                     'sub-minute intervals.'))
+    return errors

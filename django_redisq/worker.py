@@ -59,8 +59,14 @@ def worker_options(**overrides: Any) -> WorkerOptions:
 
 
 def build_worker(queue_names: Sequence[str], **overrides: Any) -> Worker:
+    from .conf import all_queues
+    from .schedules import load_schedules
+
     queues = [get_queue(name) for name in queue_names]
-    return Worker(queues, options=worker_options(**overrides), hooks=DjangoHooks())
+    options = worker_options(**overrides)
+    options.schedules = load_schedules()
+    return Worker(queues, options=options, hooks=DjangoHooks(),
+                  schedule_queues={q.name: q for q in all_queues()})
 
 
 def run_worker(queue_names: Sequence[str], install_signals: bool = True, **overrides: Any) -> int:

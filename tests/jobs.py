@@ -202,3 +202,12 @@ async def async_block(name: str) -> str:
     r.set(f"{name}:started", "1")
     await asyncio.sleep(60)
     return name
+
+
+@job
+def record_tick() -> str:
+    """Record which job ran (cron tests count each tick's job id)."""
+    ctx = current_job()
+    assert ctx is not None
+    _redis().rpush("test:ticks", ctx.id)
+    return ctx.id

@@ -82,6 +82,8 @@ REDISQ = {
     "LEASE": env.float("REDISQ_TEST_LEASE", default=30.0),
     "HEARTBEAT": env.float("REDISQ_TEST_HEARTBEAT", default=5.0),
     "SHUTDOWN_GRACE": env.float("REDISQ_TEST_GRACE", default=30.0),
+    # Worker subprocesses of the cron tests get their schedules through the environment.
+    "CRON": env.json("REDISQ_TEST_CRON", default=[]),
 }
 
 LOGGING = {

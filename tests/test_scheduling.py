@@ -86,7 +86,7 @@ def test_finished_jobs_expire_and_the_key_count_returns_to_its_start(r, settings
         for chunk in range(10):
             q.enqueue_many([("tests.jobs.add", [i, chunk], {}) for i in range(1000)])
         wait_for(lambda: r.dbsize() == start and q.counts()["finished"] == 0, timeout=30,
-                 message=f"{r.dbsize()} keys left (start {start}), counts {q.counts()}")
+                 message=f"{r.dbsize()} keys left (start {start}): {sorted(r.keys())}")
         assert r.info("stats")["expired_keys"] >= 10_000
     finally:
         worker.stop()

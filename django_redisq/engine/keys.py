@@ -62,6 +62,10 @@ class QueueKeys:
     def paused(self) -> str:
         return f"{self.base}:paused"
 
+    def cron_last(self, schedule: str) -> str:
+        """The last tick (ms) enqueued for a periodic schedule: makes each tick run once."""
+        return f"{self.base}:cron:{schedule}"
+
 
 def workers_key(prefix: str) -> str:
     """Sorted set of worker names scored by their last heartbeat (ms).
@@ -74,6 +78,11 @@ def workers_key(prefix: str) -> str:
 def worker_key(prefix: str, name: str) -> str:
     """Hash describing one worker; expires when the worker stops beating."""
     return f"{prefix}:{{workers}}:{name}"
+
+
+def cron_leader_key(prefix: str) -> str:
+    """Which scheduler enqueues periodic jobs (a lease, taken over when its holder dies)."""
+    return f"{prefix}:{{cron}}:leader"
 
 
 def suspended_key(prefix: str) -> str:

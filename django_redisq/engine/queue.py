@@ -104,11 +104,13 @@ class Queue:
         failure_ttl: float | None = None,
         meta: dict[str, Any] | None = None,
         arg_names: list[str] | None = None,
+        once: tuple[str, int] | None = None,
     ) -> Prepared:
         """Check and encode a job without touching Redis.
 
         Raises ``TypeError`` for arguments the serializer cannot encode and ``ValueError`` for
-        bad options, so mistakes surface in the caller, before anything is sent.
+        bad options, so mistakes surface in the caller, before anything is sent. ``once`` is
+        ``(schedule name, tick ms)``: the job is sent only if no later tick was (cron).
         """
         kwargs = kwargs or {}
         payload = check_serializable(self.serializer, tuple(args), kwargs, arg_names)
@@ -161,8 +163,10 @@ class Queue:
         call = Call(
             scripts.ENQUEUE_SCRIPT,
             [k.job(job_id), k.state("queued"), k.state("scheduled"), k.state("finished"),
-             k.state("failed"), k.state("canceled"), k.seq],
-            [job_id, k.channel, at_ms, delay_ms, priority, *encode_fields(fields)],
+             k.state("failed"), k.state("canceled"), k.seq,
+             k.cron_last(once[0]) if once else k.seq],
+            [job_id, k.channel, at_ms, delay_ms, priority, once[1] if once else "",
+             *encode_fields(fields)],
         )
         return Prepared(self, job_id, call)
 

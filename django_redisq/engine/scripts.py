@@ -81,11 +81,18 @@ local function notify(key, done_prefix, id, waited, ttl)
 end
 """
 
-# KEYS: job, queued, scheduled, finished, failed, canceled, seq
-# ARGV: id, channel, at_ms (0: none), delay_ms (0: none), priority, field, value, ...
-# Returns {1, status} when created, {0, status} when a job with this id is still active.
+# KEYS: job, queued, scheduled, finished, failed, canceled, seq, once
+# ARGV: id, channel, at_ms (0: none), delay_ms (0: none), priority, once_tick ('' : none),
+#       field, value, ...
+# Returns {1, status} when created, {0, status} when a job with this id is still active, and
+# {0, 'once'} when ``once`` already records this tick or a later one (cron: exactly once).
 ENQUEUE = r"""
 local id = ARGV[1]
+if ARGV[6] ~= '' then
+  local tick = tonumber(ARGV[6])
+  if tick <= (tonumber(redis.call('GET', KEYS[8])) or -1) then return {0, 'once'} end
+  redis.call('SET', KEYS[8], ARGV[6])
+end
 local st = redis.call('HGET', KEYS[1], 'status')
 if st then
   if st == 'queued' or st == 'scheduled' or st == 'started' or st == 'deferred' then
@@ -100,7 +107,7 @@ local now = now_ms()
 local due = 0
 if tonumber(ARGV[3]) > 0 then due = tonumber(ARGV[3]) end
 if tonumber(ARGV[4]) > 0 then due = now + tonumber(ARGV[4]) end
-redis.call('HSET', KEYS[1], 'enqueued_at', now, unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], 'enqueued_at', now, unpack(ARGV, 7))
 if due > now then
   redis.call('HSET', KEYS[1], 'status', 'scheduled', 'scheduled_for', due)
   push_scheduled(KEYS[3], ARGV[2], id, due)
@@ -347,6 +354,22 @@ redis.call('HSET', KEYS[1], 'w', '1')
 return st
 """
 
+# KEYS: leader
+# ARGV: name, lease_ms
+# Takes or keeps the cron leadership; returns 1 when this scheduler leads.
+LEAD = r"""
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
+  return 1
+end
+if v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+  return 1
+end
+return 0
+"""
+
 # KEYS: workers (sorted set), worker (hash)
 # ARGV: name, ttl_ms, forget_after_ms, field, value, ...
 # Records a worker's heartbeat; workers silent for forget_after_ms are dropped from the set.
@@ -387,8 +410,10 @@ REQUEUE_SCRIPT = _script("requeue", REQUEUE)
 DELETE_SCRIPT = _script("delete", DELETE)
 WATCH_SCRIPT = _script("watch", WATCH)
 HEARTBEAT_SCRIPT = _script("heartbeat", HEARTBEAT)
+LEAD_SCRIPT = _script("lead", LEAD)
 
 ALL_SCRIPTS = (
     ENQUEUE_SCRIPT, CLAIM_SCRIPT, FINISH_SCRIPT, FAIL_SCRIPT, MAINTAIN_SCRIPT, RENEW_SCRIPT,
-    RELEASE_SCRIPT, CANCEL_SCRIPT, REQUEUE_SCRIPT, DELETE_SCRIPT, WATCH_SCRIPT, HEARTBEAT_SCRIPT,
+    RELEASE_SCRIPT, CANCEL_SCRIPT, REQUEUE_SCRIPT, DELETE_SCRIPT, WATCH_SCRIPT,
+    HEARTBEAT_SCRIPT, LEAD_SCRIPT,
 )

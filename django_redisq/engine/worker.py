@@ -33,6 +33,7 @@ import redis
 
 from . import keys as keymod
 from .context import JobContext, set_current
+from .cron import Schedule
 from .errors import JobTimeout, PayloadError, RedisQError, UnknownFunction
 from .executors import Executor
 from .job import JobRecord
@@ -41,6 +42,7 @@ from .queue import Queue
 from .registry import Registered, Registry
 from .registry import registry as default_registry
 from .retry import class_path, retry_delay
+from .scheduler import CronScheduler
 from .scripts import HEARTBEAT_SCRIPT
 
 log = logging.getLogger("django_redisq.worker")
@@ -73,6 +75,8 @@ class WorkerOptions:
     batch: int | None = None
     #: Extra fields shown in the heartbeat (e.g. the supervisor's pid).
     info: dict[str, Any] = field(default_factory=dict)
+    #: Periodic jobs this worker may enqueue when it leads (needs ``scheduler``).
+    schedules: list[Schedule] = field(default_factory=list)
 
 
 class WorkerHooks:
@@ -134,6 +138,7 @@ class Worker:
         options: WorkerOptions | None = None,
         registry: Registry | None = None,
         hooks: WorkerHooks | None = None,
+        schedule_queues: dict[str, Queue] | None = None,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -150,6 +155,8 @@ class Worker:
         self.failed = 0
         self.exit_code = 0
         self._by_name = {q.name: q for q in self.queues}
+        #: Queues periodic jobs go to (they need not be queues this worker serves).
+        self._schedule_queues = {**(schedule_queues or {}), **self._by_name}
         self._running: dict[tuple[str, str], _Running] = {}
         self._slots = 0
         self._claimed = 0
@@ -222,6 +229,11 @@ class Worker:
             await self._wait_any(self._pubsub_ready, self._stopping)
             tasks.append(asyncio.create_task(self._maintenance_loop(), name="redisq-maintain"))
             tasks[-1].add_done_callback(self._background_done)
+            if self.options.scheduler and self.options.schedules:
+                self.cron = CronScheduler(self.options.schedules, self._schedule_queues,
+                                          self.name, self.options.heartbeat)
+                tasks.append(asyncio.create_task(self.cron.run(self._closed), name="redisq-cron"))
+                tasks[-1].add_done_callback(self._background_done)
             log.info("worker %s serving %s (concurrency %d%s)", self.name,
                      ", ".join(q.name for q in self.queues), self.options.concurrency,
                      ", burst" if self.options.burst else "")
