@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
@@ -25,7 +25,7 @@ R = TypeVar("R")
 
 _UNSET: Any = object()
 _OPTION_NAMES = ("queue", "delay", "at", "priority", "job_id", "timeout", "retry", "result_ttl",
-                 "failure_ttl", "on_commit", "meta")
+                 "failure_ttl", "on_commit", "meta", "depends_on", "run_anyway")
 
 
 class JobFunction(Generic[P, R]):
@@ -60,6 +60,8 @@ class JobFunction(Generic[P, R]):
         failure_ttl: float | None = _UNSET,
         on_commit: bool | None = _UNSET,
         meta: dict[str, Any] | None = _UNSET,
+        depends_on: Sequence[Job[Any] | str] | None = _UNSET,
+        run_anyway: bool = _UNSET,
     ) -> JobFunction[P, R]:
         """A copy with other enqueue options, e.g. ``send.using(delay=60).delay(user.pk)``."""
         given = {k: v for k, v in locals().items() if k in _OPTION_NAMES and v is not _UNSET}
@@ -90,7 +92,8 @@ class JobFunction(Generic[P, R]):
                 priority=opts.get("priority") or 0, timeout=opts.get("timeout"),
                 retry=opts.get("retry"), result_ttl=opts.get("result_ttl"),
                 failure_ttl=opts.get("failure_ttl"), meta=opts.get("meta"),
-                arg_names=positional,
+                arg_names=positional, depends_on=opts.get("depends_on"),
+                run_anyway=bool(opts.get("run_anyway")),
             )
         except TypeError as exc:
             raise TypeError(f"{self.name}(): {exc}") from None

@@ -49,6 +49,11 @@ class QueueKeys:
         return f"{self.base}:{state}"
 
     @cached_property
+    def deps_prefix(self) -> str:
+        """Sets of the jobs deferred on a job: ``deps_prefix + id``."""
+        return f"{self.base}:dependents:"
+
+    @cached_property
     def seq(self) -> str:
         """A counter that keeps FIFO order among jobs of equal priority."""
         return f"{self.base}:seq"

@@ -5,6 +5,7 @@ Each public method has a sync and an async form sharing one implementation (see 
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -105,12 +106,16 @@ class Queue:
         meta: dict[str, Any] | None = None,
         arg_names: list[str] | None = None,
         once: tuple[str, int] | None = None,
+        depends_on: Sequence[Job[Any] | str] | None = None,
+        run_anyway: bool = False,
     ) -> Prepared:
         """Check and encode a job without touching Redis.
 
         Raises ``TypeError`` for arguments the serializer cannot encode and ``ValueError`` for
         bad options, so mistakes surface in the caller, before anything is sent. ``once`` is
         ``(schedule name, tick ms)``: the job is sent only if no later tick was (cron).
+        ``depends_on`` keeps the job ``deferred`` until those jobs (of this queue) finish; if
+        one fails or is canceled, this job is canceled, unless ``run_anyway``.
         """
         kwargs = kwargs or {}
         payload = check_serializable(self.serializer, tuple(args), kwargs, arg_names)
@@ -140,6 +145,21 @@ class Queue:
             if seconds < 0:
                 raise ValueError(f"delay must not be negative, got {delay!r}")
             delay_ms = int(seconds * 1000)
+        dep_ids: list[str] = []
+        for dep in depends_on or ():
+            if isinstance(dep, Job):
+                if dep.queue.name != self.name:
+                    raise ValueError(
+                        f"job {dep.id} is in queue {dep.queue.name!r}: a job can only depend on "
+                        f"jobs of its own queue ({self.name!r}), whose keys share one Redis "
+                        f"slot so that release is atomic")
+                dep_ids.append(dep.id)
+            elif isinstance(dep, str) and dep:
+                dep_ids.append(dep)
+            else:
+                raise TypeError(f"depends_on takes Job handles or job ids, got {dep!r}")
+        if dep_ids and (at_ms or delay_ms):
+            raise ValueError("a job cannot both be delayed and depend on other jobs")
         if timeout is None:
             timeout = self.default_timeout
         elif not isinstance(timeout, (int, float)) or timeout <= 0:
@@ -164,17 +184,25 @@ class Queue:
             scripts.ENQUEUE_SCRIPT,
             [k.job(job_id), k.state("queued"), k.state("scheduled"), k.state("finished"),
              k.state("failed"), k.state("canceled"), k.seq,
-             k.cron_last(once[0]) if once else k.seq],
+             k.cron_last(once[0]) if once else k.seq, k.state("deferred")],
             [job_id, k.channel, at_ms, delay_ms, priority, once[1] if once else "",
-             *encode_fields(fields)],
+             json.dumps(dep_ids) if dep_ids else "", "1" if run_anyway else "0",
+             k.job_prefix, k.deps_prefix, k.done_prefix, *encode_fields(fields)],
         )
         return Prepared(self, job_id, call)
 
     def _send_steps(self, prepared: Sequence[Prepared]) -> Steps[list[Job[Any]]]:
         if len(prepared) == 1:
-            yield prepared[0].call
+            replies = [(yield prepared[0].call)]
         elif prepared:
-            yield Batch([p.call for p in prepared])
+            replies = yield Batch([p.call for p in prepared])
+        else:
+            replies = []
+        for p, reply in zip(prepared, replies):
+            if reply[1] == b"missing":
+                raise JobNotFound(
+                    f"job {p.id} depends on job {reply[2].decode()}, which does not exist in "
+                    f"queue {self.name!r} (never enqueued, or expired after its TTL)")
         return [Job(self, p.id) for p in prepared]
 
     def send(self, prepared: Prepared) -> Job[Any]:
@@ -295,8 +323,8 @@ class Queue:
         k = self.keys
         st = yield Call(scripts.CANCEL_SCRIPT,
                         [k.job(job_id), k.state("queued"), k.state("scheduled"),
-                         k.state("deferred"), k.state("canceled")],
-                        [job_id, k.done_prefix, k.channel])
+                         k.state("deferred"), k.state("canceled"), k.seq],
+                        [job_id, k.done_prefix, k.channel, k.job_prefix, k.deps_prefix])
         return st.decode() if st else None
 
     def cancel(self, job_id: str) -> str | None:
@@ -334,7 +362,9 @@ class Queue:
 
     def _delete_steps(self, job_ids: Sequence[str]) -> Steps[int]:
         k = self.keys
-        calls = [Call(scripts.DELETE_SCRIPT, [k.job(i), *(k.state(s) for s in STATES)], [i])
+        order = ("scheduled", "queued", "started", "deferred", "finished", "failed", "canceled")
+        calls = [Call(scripts.DELETE_SCRIPT, [k.job(i), *(k.state(s) for s in order), k.seq],
+                      [i, k.job_prefix, k.deps_prefix, k.channel, k.done_prefix])
                  for i in job_ids]
         if not calls:
             return 0
@@ -389,24 +419,28 @@ class Queue:
     def finish_call(self, job_id: str, worker: str, result: bytes) -> Call:
         k = self.keys
         return Call(scripts.FINISH_SCRIPT,
-                    [k.job(job_id), k.state("started"), k.state("queued"), k.state("finished")],
-                    [job_id, worker, k.done_prefix, result])
+                    [k.job(job_id), k.state("started"), k.state("queued"), k.state("finished"),
+                     k.state("deferred"), k.seq, k.state("canceled")],
+                    [job_id, worker, k.done_prefix, result, k.job_prefix, k.deps_prefix,
+                     k.channel])
 
     def fail_call(self, job_id: str, worker: str, error: str, errors: str,
                   retry_delay_ms: int = -1, status: str = "failed") -> Call:
         k = self.keys
         return Call(scripts.FAIL_SCRIPT,
                     [k.job(job_id), k.state("started"), k.state("queued"), k.state("scheduled"),
-                     k.state("failed"), k.state("canceled"), k.seq],
+                     k.state("failed"), k.state("canceled"), k.seq, k.state("deferred")],
                     [job_id, worker, k.done_prefix, k.channel, error, errors, retry_delay_ms,
-                     status])
+                     status, k.job_prefix, k.deps_prefix])
 
     def maintain_call(self, max_deaths: int, limit: int = 1000) -> Call:
         k = self.keys
         return Call(scripts.MAINTAIN_SCRIPT,
                     [k.state("started"), k.state("queued"), k.state("failed"), k.seq,
-                     k.state("scheduled"), k.state("finished"), k.state("canceled")],
-                    [k.job_prefix, k.done_prefix, k.channel, max_deaths, limit])
+                     k.state("scheduled"), k.state("finished"), k.state("canceled"),
+                     k.state("deferred")],
+                    [k.job_prefix, k.done_prefix, k.channel, max_deaths, limit,
+                     k.deps_prefix])
 
     def renew_call(self, worker: str, lease_ms: int, job_ids: Sequence[str]) -> Call:
         k = self.keys

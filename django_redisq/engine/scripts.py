@@ -79,13 +79,51 @@ local function notify(key, done_prefix, id, waited, ttl)
     redis.call('PEXPIRE', done, t)
   end
 end
+
+-- A job ended: settle the jobs deferred on it (always in the same queue). ``ok`` (finished):
+-- each dependent's count of pending dependencies drops, and at zero it is queued. Not ok
+-- (failed, canceled, deleted): each dependent is canceled, unless it asked to run anyway, and
+-- so, in turn, are its own dependents.
+-- q = {job_prefix, deps_prefix, deferred, queued, seq, channel, canceled, done_prefix}
+local function settle(q, id, ok)
+  local stack = {{id, ok}}
+  while #stack > 0 do
+    local item = table.remove(stack)
+    local set = q[2] .. item[1]
+    local members = redis.call('SMEMBERS', set)
+    redis.call('DEL', set)
+    for _, dep in ipairs(members) do
+      local key = q[1] .. dep
+      if is_job(key) and redis.call('HGET', key, 'status') == 'deferred' then
+        if item[2] or redis.call('HGET', key, 'dep_any') == '1' then
+          if bump(key, 'pending', -1) <= 0 then
+            redis.call('ZREM', q[3], dep)
+            redis.call('HSET', key, 'status', 'queued')
+            push_queued(q[4], q[5], q[6], dep, redis.call('HGET', key, 'priority'))
+          end
+        else
+          redis.call('ZREM', q[3], dep)
+          local err = cjson.encode({type = 'DependencyFailed', traceback = '',
+            message = 'canceled because its dependency ' .. item[1] .. ' did not finish'})
+          redis.call('HSET', key, 'error', err)
+          local f = redis.call('HMGET', key, 'failure_ttl', 'w')
+          terminate(key, q[7], dep, 'canceled', now_ms(), f[1])
+          notify(key, q[8], dep, f[2], f[1])
+          stack[#stack + 1] = {dep, false}
+        end
+      end
+    end
+  end
+end
 """
 
-# KEYS: job, queued, scheduled, finished, failed, canceled, seq, once
+# KEYS: job, queued, scheduled, finished, failed, canceled, seq, once, deferred
 # ARGV: id, channel, at_ms (0: none), delay_ms (0: none), priority, once_tick ('' : none),
-#       field, value, ...
+#       depends_on (JSON list of ids, '' : none), run_anyway ('1'/'0'), job_prefix,
+#       deps_prefix, done_prefix, field, value, ...
 # Returns {1, status} when created, {0, status} when a job with this id is still active, and
-# {0, 'once'} when ``once`` already records this tick or a later one (cron: exactly once).
+# {0, 'once'} when ``once`` already records this tick or a later one (cron: exactly once), and
+# {0, 'missing', id} when a dependency does not exist (never enqueued, or expired).
 ENQUEUE = r"""
 local id = ARGV[1]
 if ARGV[6] ~= '' then
@@ -104,10 +142,41 @@ if st then
   redis.call('DEL', KEYS[1])
 end
 local now = now_ms()
+local pending, failed_dep = 0, nil
+if ARGV[7] ~= '' then
+  local deps = cjson.decode(ARGV[7])
+  for _, d in ipairs(deps) do
+    local ds = redis.call('HGET', ARGV[9] .. d, 'status')
+    if not ds then return {0, 'missing', d} end
+    if ds == 'failed' or ds == 'canceled' then
+      if ARGV[8] ~= '1' then failed_dep = d end
+    elseif ds ~= 'finished' then
+      pending = pending + 1
+    end
+  end
+end
 local due = 0
 if tonumber(ARGV[3]) > 0 then due = tonumber(ARGV[3]) end
 if tonumber(ARGV[4]) > 0 then due = now + tonumber(ARGV[4]) end
-redis.call('HSET', KEYS[1], 'enqueued_at', now, unpack(ARGV, 7))
+redis.call('HSET', KEYS[1], 'enqueued_at', now, unpack(ARGV, 12))
+if failed_dep then
+  local err = cjson.encode({type = 'DependencyFailed', traceback = '',
+    message = 'canceled because its dependency ' .. failed_dep .. ' did not finish'})
+  redis.call('HSET', KEYS[1], 'error', err)
+  terminate(KEYS[1], KEYS[6], id, 'canceled', now, redis.call('HGET', KEYS[1], 'failure_ttl'))
+  return {1, 'canceled'}
+end
+if pending > 0 then
+  redis.call('HSET', KEYS[1], 'status', 'deferred', 'pending', pending, 'dep_any', ARGV[8])
+  redis.call('ZADD', KEYS[9], now, id)
+  for _, d in ipairs(cjson.decode(ARGV[7])) do
+    local ds = redis.call('HGET', ARGV[9] .. d, 'status')
+    if ds ~= 'finished' and ds ~= 'failed' and ds ~= 'canceled' then
+      redis.call('SADD', ARGV[10] .. d, id)
+    end
+  end
+  return {1, 'deferred'}
+end
 if due > now then
   redis.call('HSET', KEYS[1], 'status', 'scheduled', 'scheduled_for', due)
   push_scheduled(KEYS[3], ARGV[2], id, due)
@@ -140,8 +209,8 @@ end
 return out
 """
 
-# KEYS: job, started, queued, finished
-# ARGV: id, worker, done_prefix, result
+# KEYS: job, started, queued, finished, deferred, seq, canceled
+# ARGV: id, worker, done_prefix, result, job_prefix, deps_prefix, channel
 # Returns 1 when recorded, 0 when the job no longer exists, -1 when another worker owns it
 # (our lease expired and it was claimed again), -2 when it is in a state we may not finish.
 FINISH = r"""
@@ -162,12 +231,13 @@ redis.call('HSET', KEYS[1], 'result', ARGV[4])
 local f = redis.call('HMGET', KEYS[1], 'result_ttl', 'w')
 terminate(KEYS[1], KEYS[4], id, 'finished', now, f[1])
 notify(KEYS[1], ARGV[3], id, f[2], f[1])
+settle({ARGV[5], ARGV[6], KEYS[5], KEYS[3], KEYS[6], ARGV[7], KEYS[7], ARGV[3]}, id, true)
 return 1
 """
 
-# KEYS: job, started, queued, scheduled, failed, canceled, seq
+# KEYS: job, started, queued, scheduled, failed, canceled, seq, deferred
 # ARGV: id, worker, done_prefix, channel, error_json, errors_json, retry_delay_ms (-1: none),
-#       final status ('failed' or 'canceled')
+#       final status ('failed' or 'canceled'), job_prefix, deps_prefix
 # Returns the new status, or '' when the job is gone or owned by another worker.
 FAIL = r"""
 local id = ARGV[1]
@@ -200,11 +270,12 @@ local registry = KEYS[5]
 if ARGV[8] == 'canceled' then registry = KEYS[6] end
 terminate(KEYS[1], registry, id, ARGV[8], now, f[1])
 notify(KEYS[1], ARGV[3], id, f[2], f[1])
+settle({ARGV[9], ARGV[10], KEYS[8], KEYS[3], KEYS[7], ARGV[4], KEYS[6], ARGV[3]}, id, false)
 return ARGV[8]
 """
 
-# KEYS: started, queued, failed, seq, scheduled, finished, canceled
-# ARGV: job_prefix, done_prefix, channel, max_deaths, limit
+# KEYS: started, queued, failed, seq, scheduled, finished, canceled, deferred
+# ARGV: job_prefix, done_prefix, channel, max_deaths, limit, deps_prefix
 # Recovers jobs whose lease expired (their worker died), promotes due scheduled jobs, and drops
 # expired ids from the terminal registries (their hashes expire by themselves).
 # Returns {recovered, poisoned, promoted, next_due_ms (-1: none), now_ms}.
@@ -233,6 +304,7 @@ for _, id in ipairs(expired) do
       local f = redis.call('HMGET', key, 'failure_ttl', 'w')
       terminate(key, KEYS[3], id, 'failed', now, f[1])
       notify(key, ARGV[2], id, f[2], f[1])
+      settle({ARGV[1], ARGV[6], KEYS[8], KEYS[2], KEYS[4], ARGV[3], KEYS[7], ARGV[2]}, id, false)
       poisoned = poisoned + 1
     else
       redis.call('HSET', key, 'status', 'queued', 'worker', '')
@@ -293,8 +365,8 @@ push_queued(KEYS[3], KEYS[4], ARGV[3], ARGV[1], f[3])
 return 1
 """
 
-# KEYS: job, queued, scheduled, deferred, canceled
-# ARGV: id, done_prefix, channel
+# KEYS: job, queued, scheduled, deferred, canceled, seq
+# ARGV: id, done_prefix, channel, job_prefix, deps_prefix
 # Cancels a waiting job at once; flags a started one and tells its worker (a 'c:<id>' message;
 # lease renewals report the flag too, should the message be missed). Returns the status after.
 CANCEL = r"""
@@ -310,6 +382,7 @@ if from then
   local f = redis.call('HMGET', KEYS[1], 'failure_ttl', 'w')
   terminate(KEYS[1], KEYS[5], id, 'canceled', now_ms(), f[1])
   notify(KEYS[1], ARGV[2], id, f[2], f[1])
+  settle({ARGV[4], ARGV[5], KEYS[4], KEYS[2], KEYS[6], ARGV[3], KEYS[5], ARGV[2]}, id, false)
   return 'canceled'
 end
 if st == 'started' then
@@ -334,11 +407,14 @@ push_queued(KEYS[4], KEYS[5], ARGV[2], ARGV[1], redis.call('HGET', KEYS[1], 'pri
 return 1
 """
 
-# KEYS: job, scheduled, queued, started, deferred, finished, failed, canceled
-# ARGV: id
+# KEYS: job, scheduled, queued, started, deferred, finished, failed, canceled, seq
+# ARGV: id, job_prefix, deps_prefix, channel, done_prefix
+# A deleted job never finishes: jobs deferred on it are settled as if it had failed.
 DELETE = r"""
-for i = 2, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
-return redis.call('DEL', KEYS[1])
+for i = 2, 8 do redis.call('ZREM', KEYS[i], ARGV[1]) end
+local existed = redis.call('DEL', KEYS[1])
+settle({ARGV[2], ARGV[3], KEYS[5], KEYS[3], KEYS[9], ARGV[4], KEYS[8], ARGV[5]}, ARGV[1], false)
+return existed
 """
 
 # KEYS: job

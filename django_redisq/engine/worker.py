@@ -168,6 +168,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._signals = 0
         self._suspended = False
+        self._wrote_since_probe = False
 
     # -- public control -----------------------------------------------------------------------
     def stop(self, graceful: bool = True) -> None:
@@ -293,11 +294,22 @@ class Worker:
                     self._start(queue, rec)
                 continue
             if opts.burst:
-                if self._slots:
+                # A sync job frees its slot when its thread ends, a moment before its outcome
+                # is queued for writing: wait for the job itself, not only for its slot.
+                if self._running:
                     self._slot_free.clear()
                     await self._wait_any(self._slot_free, self._stopping)
                     continue
+                # Outcomes written since the last full pass may have queued jobs (released
+                # dependents, retries, jobs enqueued by jobs) whose wake-up message is still
+                # on its way: write everything, then look at every queue once more.
+                await self._flushed()
                 if await self._maintain_all() or any(self._maybe.values()):
+                    continue
+                if self._wrote_since_probe:
+                    self._wrote_since_probe = False
+                    for name in self._maybe:
+                        self._mark(name)
                     continue
                 return
             await self._wait_any(self._wake, self._stopping)
@@ -400,6 +412,8 @@ class Worker:
             self._running.pop((queue.name, rec.id), None)
             if not thread_holds_slot:
                 self._release_slot()
+            elif self.options.burst:
+                self._slot_free.set()  # the burst loop waits for jobs, not only slots
 
     async def _executor_async(self, entry: Registered, rec: JobRecord, args: list[Any],
                               kwargs: dict[str, Any]) -> Any:
@@ -494,6 +508,7 @@ class Worker:
             for (_q, _c, fut), reply in zip(items, replies):
                 if not fut.done():
                     fut.set_result(reply)
+        self._wrote_since_probe = True
 
     # -- shutdown -----------------------------------------------------------------------------
     async def _drain(self) -> None:
