@@ -62,7 +62,9 @@ else:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": os.environ.get("REDISQ_TEST_SQLITE", "redisq-tests.sqlite3"),
             # A file, not memory: worker subprocesses open the test database too.
-            "TEST": {"NAME": os.path.join(tempfile.gettempdir(), "redisq-test-db.sqlite3")},
+            # One per test process, so that parallel runs do not share it.
+            "TEST": {"NAME": os.path.join(tempfile.gettempdir(),
+                                          f"redisq-test-db-{os.getpid()}.sqlite3")},
         }
     }
 
