@@ -128,15 +128,20 @@ def pretty(value: Any) -> str:
 
 
 def duration_text(seconds: float | None) -> str:
+    """``850 ms``, ``2.50 s``, ``3 min 5 s``, ``2 h 1 min``, ``7 d``."""
     if seconds is None:
         return ""
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
     if seconds < 60:
         return f"{seconds:.2f} s"
-    minutes, sec = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min {sec} s" if hours else f"{minutes} min {sec} s"
+    parts = []
+    rest = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        n, rest = divmod(rest, size)
+        if n:
+            parts.append(f"{n} {unit}")
+    return " ".join(parts[:2])
 
 
 def _pairs(reply: Any) -> list[tuple[str, float]]:

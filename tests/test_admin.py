@@ -517,3 +517,14 @@ def test_post_without_csrf_token_is_rejected(make_user, r):
     assert c.post(job_url(j.id, action="requeue"),
                   {"csrfmiddlewaretoken": token}).status_code == 302
     assert j.status == "queued"
+
+
+def test_duration_text():
+    from django_redisq.admin_views import duration_text
+
+    assert duration_text(None) == ""
+    assert duration_text(0.0123) == "12 ms"
+    assert duration_text(2.5) == "2.50 s"
+    assert duration_text(185) == "3 min 5 s"
+    assert duration_text(7 * 86400) == "7 d"
+    assert duration_text(86400 + 7200 + 5) == "1 d 2 h"

@@ -1,0 +1,194 @@
+"""The admin's Queues section in a real browser (headless Chromium through Selenium).
+
+These tests are not skipped when Chromium is missing: they fail and say how to get it
+(scripts/test installs chromium and chromium-driver on Debian).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from django_redisq import get_queue
+from tests import jobs
+from tests.test_admin import QUEUES_URL, XSS, burst, failed_job, job_url, jobs_url, now_job
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _find(path: str, *names: str) -> str | None:
+    if Path(path).exists():
+        return path
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[object]:
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.fail("selenium is not installed: pip install -e '.[test]' (or run scripts/test)")
+    chromium = _find(CHROMIUM, "chromium", "chromium-browser")
+    chromedriver = _find(CHROMEDRIVER, "chromedriver")
+    if chromium is None or chromedriver is None:
+        pytest.fail("Chromium and its driver are needed for the admin browser tests: run "
+                    "scripts/test (it installs them), or apt-get install -y chromium "
+                    "chromium-driver")
+    profile = tempfile.mkdtemp(prefix="redisq-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+                "--window-size=1280,900"):
+        options.add_argument(arg)
+    browser = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
+    browser.set_page_load_timeout(30)
+    try:
+        yield browser
+    finally:
+        browser.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def browser(driver, live_server, django_user_model):  # type: ignore[no-untyped-def]
+    """The browser, logged in to the admin as a staff superuser."""
+    from selenium.webdriver.common.by import By
+
+    django_user_model.objects.create_superuser("boss", "boss@example.com", "pw")
+    driver.delete_all_cookies()
+    driver.get(f"{live_server.url}/admin/login/")
+    driver.find_element(By.NAME, "username").send_keys("boss")
+    driver.find_element(By.NAME, "password").send_keys("pw")
+    click(driver, "input[type=submit]")
+    assert "boss" in text(driver, "#user-tools").lower()  # logged in
+    driver.base = live_server.url
+    return driver
+
+
+def go(browser, path: str) -> str:  # type: ignore[no-untyped-def]
+    browser.get(browser.base + path)
+    return str(browser.page_source)
+
+
+def text(browser, css: str) -> str:  # type: ignore[no-untyped-def]
+    """The element's text (waiting for it: a click's page load may still be under way)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    element = WebDriverWait(browser, 10).until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, css)))
+    return str(element.text)
+
+
+def click(browser, css: str) -> None:  # type: ignore[no-untyped-def]
+    """Click and wait until the page it leads to has replaced this one."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(By.CSS_SELECTOR, css).click()
+    WebDriverWait(browser, 10).until(ec.staleness_of(old))
+
+
+def test_queues_page_shows_counts(browser, r):  # type: ignore[no-untyped-def]
+    failed_job()
+    for i in range(3):
+        now_job(jobs.add, i, i)
+    go(browser, QUEUES_URL)
+    row = 'tr[data-queue="default"]'
+    assert text(browser, f'{row} td[data-state="queued"]') == "3"
+    assert text(browser, f'{row} td[data-state="failed"]') == "1"
+    assert text(browser, 'tr[data-queue="high"] td[data-state="queued"]') == "0"
+    assert "failed jobs" in text(browser, ".object-tools").lower()
+
+
+def test_failed_job_traceback_then_requeue(browser, r):  # type: ignore[no-untyped-def]
+    j = failed_job("it broke here")
+    go(browser, jobs_url(queue="default", state="failed"))
+    click(browser, f'a[href="{job_url(j.id)}"]')
+    assert "Traceback (most recent call last)" in text(browser, "#job-errors")
+    assert "ValueError: it broke here" in text(browser, "#job-errors")
+    assert text(browser, "#job-status") == "failed"
+    click(browser, "input[name=requeue]")
+    assert "was requeued" in text(browser, ".messagelist")
+    assert text(browser, "#job-status") == "queued"
+    assert j.status == "queued"
+
+
+def test_cancel_a_scheduled_job(browser, r):  # type: ignore[no-untyped-def]
+    j = now_job(jobs.add.using(delay=60), 1, 2)
+    go(browser, job_url(j.id))
+    assert text(browser, "#job-status") == "scheduled"
+    click(browser, "input[name=cancel]")
+    assert "was canceled" in text(browser, ".messagelist")
+    assert text(browser, "#job-status") == "canceled"
+    assert j.status == "canceled"
+
+
+def test_delete_a_job(browser, r):  # type: ignore[no-untyped-def]
+    j = failed_job()
+    go(browser, job_url(j.id))
+    click(browser, "input[name=delete]")
+    assert "was deleted" in text(browser, ".messagelist")
+    assert j.status is None
+    assert get_queue().count("failed") == 0
+
+
+def test_bulk_requeue_from_the_list(browser, r):  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    failed = [failed_job(f"n{i}") for i in range(2)]
+    go(browser, jobs_url(queue="default", state="failed"))
+    browser.find_element(By.ID, "action-toggle").click()  # Django's actions.js selects all
+    assert all(box.is_selected() for box in browser.find_elements(By.NAME, "_selected_action"))
+    assert "2 of 2 selected" in text(browser, ".action-counter")
+    Select(browser.find_element(By.NAME, "action")).select_by_value("requeue")
+    click(browser, "button[name=index]")
+    assert "Requeued 2 jobs." in text(browser, ".messagelist")
+    assert [j.status for j in failed] == ["queued", "queued"]
+
+
+def test_script_in_job_data_does_not_run(browser, r):  # type: ignore[no-untyped-def]
+    from selenium.common.exceptions import NoAlertPresentException
+
+    j = now_job(jobs.echo, XSS)
+    burst()
+    f = failed_job(XSS)
+    for path in (job_url(j.id), job_url(f.id), jobs_url(queue="default", state="failed")):
+        html = go(browser, path)
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+        with pytest.raises(NoAlertPresentException):
+            browser.switch_to.alert  # noqa: B018 - raises when no alert is open
+
+
+def test_tables_scroll_at_phone_width(browser, r):  # type: ignore[no-untyped-def]
+    failed_job("x" * 300)
+    browser.set_window_size(375, 800)
+    try:
+        for path in (QUEUES_URL, jobs_url(queue="default", state="failed")):
+            go(browser, path)
+            wide = browser.execute_script(
+                "const r = document.querySelector('.results');"
+                "return [r.scrollWidth > r.clientWidth,"
+                " document.querySelector('#content').getBoundingClientRect().right"
+                " <= window.innerWidth + 1];")
+            assert wide == [True, True], path
+    finally:
+        browser.set_window_size(1280, 900)
