@@ -79,8 +79,9 @@ def test_finished_jobs_expire_and_the_key_count_returns_to_its_start(r, settings
     runner.start()
     try:
         # Starting level: a live worker, one job done and expired (the FIFO counter stays).
-        q.enqueue("tests.jobs.add", [0, 0])
-        wait_for(lambda: q.counts()["finished"] == 0 and r.dbsize() <= 4, timeout=15,
+        first = q.enqueue("tests.jobs.add", [0, 0])
+        wait_for(lambda: first.status is None and q.counts()["finished"] == 0
+                 and r.zcard("redisq:{workers}") == 1, timeout=15,
                  message=f"{r.dbsize()} keys: {r.keys()}")
         start = r.dbsize()
         for chunk in range(10):
