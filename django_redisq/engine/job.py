@@ -134,6 +134,19 @@ class JobRecord:
         except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
             raise PayloadError(f"malformed job hash: {exc}") from exc
 
+    @classmethod
+    def decode_many(cls, hashes: list[Any]) -> list[JobRecord]:
+        """Decode HGETALL replies, skipping missing (expired) and malformed jobs: listings show
+        what can be shown; workers fail malformed jobs on their own path."""
+        out = []
+        for h in hashes:
+            if h:
+                try:
+                    out.append(cls.from_hash(h))
+                except PayloadError:
+                    continue
+        return out
+
     def call(self) -> tuple[list[Any], dict[str, Any]]:
         """The decoded positional and keyword arguments."""
         try:

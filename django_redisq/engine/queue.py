@@ -294,14 +294,7 @@ class Queue:
         if not ids:
             return []
         hashes = yield Batch([Cmd(("HGETALL", self.keys.job(i))) for i in ids])
-        out = []
-        for h in hashes:
-            if h:
-                try:
-                    out.append(JobRecord.from_hash(h))
-                except RedisQError:
-                    continue
-        return out
+        return JobRecord.decode_many(hashes)
 
     def job_ids(self, state: str = "queued", offset: int = 0, limit: int = 100) -> list[str]:
         return self.run(self._ids_steps(state, offset, limit))  # type: ignore[no-any-return]
