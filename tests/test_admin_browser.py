@@ -19,6 +19,8 @@ from tests.test_admin import QUEUES_URL, XSS, burst, failed_job, job_url, jobs_u
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
+#: Seconds to wait for a page (generous: CI machines run other tests meanwhile).
+WAIT = 30
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -90,7 +92,7 @@ def text(browser, css: str) -> str:  # type: ignore[no-untyped-def]
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    element = WebDriverWait(browser, 10).until(
+    element = WebDriverWait(browser, WAIT).until(
         ec.presence_of_element_located((By.CSS_SELECTOR, css)))
     return str(element.text)
 
@@ -103,7 +105,7 @@ def click(browser, css: str) -> None:  # type: ignore[no-untyped-def]
 
     old = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.CSS_SELECTOR, css).click()
-    WebDriverWait(browser, 10).until(ec.staleness_of(old))
+    WebDriverWait(browser, WAIT).until(ec.staleness_of(old))
 
 
 def test_queues_page_shows_counts(browser, r):  # type: ignore[no-untyped-def]
