@@ -209,6 +209,8 @@ class Worker:
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._sched_wake = asyncio.Event()
+        #: Beat now (and so re-read the suspension key): set on a b"p" message.
+        self._beat_now = asyncio.Event()
         self._outbox_ready = asyncio.Event()
         self._outbox_empty = asyncio.Event()
         self._outbox_empty.set()
@@ -228,6 +230,7 @@ class Worker:
             t.add_done_callback(self._background_done)
         try:
             await self._wait_any(self._pubsub_ready, self._stopping)
+            await self._read_suspension()
             tasks.append(asyncio.create_task(self._maintenance_loop(), name="redisq-maintain"))
             tasks[-1].add_done_callback(self._background_done)
             if self.options.scheduler and self.options.schedules:
@@ -279,8 +282,11 @@ class Worker:
                     return
                 free = min(free, left)
             if free <= 0 or self._suspended:
+                # Not ``_wake``: a wake-up that arrives meanwhile is remembered in ``_maybe``,
+                # and waiting on a set event would spin without yielding to the loop. Resuming
+                # sets ``_slot_free``.
                 self._slot_free.clear()
-                await self._wait_any(self._slot_free, self._stopping, self._wake)
+                await self._wait_any(self._slot_free, self._stopping)
                 continue
             self._wake.clear()
             try:
@@ -550,7 +556,8 @@ class Worker:
         while not self._closed.is_set():
             try:
                 now = time.monotonic()
-                if now >= next_beat:
+                if now >= next_beat or self._beat_now.is_set():
+                    self._beat_now.clear()
                     await self._beat()
                     next_beat = now + opts.heartbeat
                 self._sched_wake.clear()
@@ -562,7 +569,7 @@ class Worker:
             timeout = max(0.0, next_beat - time.monotonic())
             if opts.scheduler and isinstance(due_in, float):
                 timeout = min(timeout, due_in)
-            events = [self._sched_wake] if opts.scheduler else []
+            events = [self._beat_now, *([self._sched_wake] if opts.scheduler else [])]
             await self._wait_any(self._closed, *events, timeout=timeout)
 
     async def _maintain_all(self, return_next_due: bool = False) -> Any:
@@ -588,6 +595,25 @@ class Worker:
         return next_due if return_next_due else woke
 
     async def _beat(self) -> None:
+        # The heartbeat and a read of the suspension key go in one pipeline; when suspension
+        # changed, beat once more so that the registry shows the new state at once.
+        running = await self._beat_once()
+        if running is None:
+            running = await self._beat_once() or []
+        by_queue: dict[str, list[str]] = {}
+        for r in running:
+            by_queue.setdefault(r.queue.name, []).append(r.record.id)
+        for name, ids in by_queue.items():
+            q = self._by_name[name]
+            lost, cancel = await q.arun(one(q.renew_call(self.name, self.lease_ms, ids)))
+            for job_id in lost:
+                log.warning("job %s: lease lost (this worker was too slow to renew it); "
+                            "another worker may run it", job_id.decode())
+            for job_id in cancel:
+                self._cancel_running(name, job_id.decode())
+
+    async def _beat_once(self) -> list[_Running] | None:
+        """One heartbeat; the running jobs it reported, or None if suspension changed."""
         queue = self.queues[0]
         ttl_ms = int(max(self.options.heartbeat * 3, 10) * 1000)
         running = list(self._running.values())
@@ -607,21 +633,37 @@ class Worker:
         flat: list[Any] = []
         for k, v in fields.items():
             flat += [k, v]
-        await queue.arun(one(Call(
-            HEARTBEAT_SCRIPT,
-            [keymod.workers_key(self.prefix), keymod.worker_key(self.prefix, self.name)],
-            [self.name, ttl_ms, 3600 * 1000, *flat])))
-        by_queue: dict[str, list[str]] = {}
-        for r in running:
-            by_queue.setdefault(r.queue.name, []).append(r.record.id)
-        for name, ids in by_queue.items():
-            q = self._by_name[name]
-            lost, cancel = await q.arun(one(q.renew_call(self.name, self.lease_ms, ids)))
-            for job_id in lost:
-                log.warning("job %s: lease lost (this worker was too slow to renew it); "
-                            "another worker may run it", job_id.decode())
-            for job_id in cancel:
-                self._cancel_running(name, job_id.decode())
+        _now, suspended = await queue.arun(one(Batch([
+            Call(HEARTBEAT_SCRIPT,
+                 [keymod.workers_key(self.prefix), keymod.worker_key(self.prefix, self.name)],
+                 [self.name, ttl_ms, 3600 * 1000, *flat]),
+            Cmd(("EXISTS", keymod.suspended_key(self.prefix))),
+        ])))
+        return None if self._set_suspended(bool(suspended)) else running
+
+    async def _read_suspension(self) -> None:
+        """At start, before the first claim: are workers suspended (``rqsuspend``)?"""
+        queue = self.queues[0]
+        try:
+            exists = await queue.arun(one(Cmd(("EXISTS", keymod.suspended_key(self.prefix)))))
+        except (redis.RedisError, OSError):
+            return  # the first heartbeat reads it again
+        self._set_suspended(bool(exists))
+
+    def _set_suspended(self, suspended: bool) -> bool:
+        """Follow the suspension key; True when the state changed."""
+        if suspended == self._suspended:
+            return False
+        self._suspended = suspended
+        if suspended:
+            log.info("worker %s: suspended; running jobs finish, no new job is taken until "
+                     "rqresume", self.name)
+        else:
+            log.info("worker %s: resumed; taking jobs again", self.name)
+            for name in self._maybe:  # look at every queue once: jobs came in meanwhile
+                self._mark(name)
+            self._slot_free.set()
+        return True
 
     def _cancel_running(self, queue_name: str, job_id: str) -> None:
         """Stop a running job whose cancel was requested: an async job's task is cancelled; a
@@ -678,6 +720,8 @@ class Worker:
                     data = msg["data"]
                     if data == b"s":
                         self._sched_wake.set()
+                    elif data == b"p":  # rqsuspend / rqresume: re-read suspension now
+                        self._beat_now.set()
                     elif data.startswith(b"c:"):
                         self._cancel_running(queue_name, data[2:].decode(errors="replace"))
                     else:

@@ -1,0 +1,32 @@
+"""``manage.py rqsuspend [--duration S]``: workers stop taking jobs, without exiting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ...engine.errors import RedisQError
+from ...stats import suspend
+
+
+class Command(BaseCommand):
+    help = (
+        "Suspend every worker: running jobs finish, no new job is taken until rqresume (or "
+        "until --duration passes). Workers keep running and beating; enqueueing goes on."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--duration", "-d", type=float, default=None, metavar="S",
+                            help="resume by itself after S seconds")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        duration = options["duration"]
+        if duration is not None and duration <= 0:
+            raise CommandError(f"--duration must be a positive number of seconds, got {duration}")
+        try:
+            suspend(duration)
+        except RedisQError as exc:
+            raise CommandError(str(exc)) from exc
+        until = "until rqresume" if duration is None else f"for {duration:g} s"
+        self.stdout.write(f"workers suspended {until}: running jobs finish, no new job is taken")
