@@ -4,6 +4,7 @@ test session starts (tests/conftest.py exports it as REDISQ_TEST_REDIS_URL)."""
 import os
 import tempfile
 
+import django
 import environ
 
 env = environ.Env()
@@ -79,7 +80,8 @@ REDISQ = {
         "high": {"URL": REDIS_URL},
         "low": {"URL": REDIS_URL},
     },
-    "IMPORTS": ["tests.jobs"],
+    # tests.tasks_django declares django.tasks tasks, which exist from Django 6.0 on.
+    "IMPORTS": ["tests.jobs", *(["tests.tasks_django"] if django.VERSION >= (6, 0) else [])],
     # Worker subprocesses of the recovery tests use short leases (set through the environment).
     "LEASE": env.float("REDISQ_TEST_LEASE", default=30.0),
     "HEARTBEAT": env.float("REDISQ_TEST_HEARTBEAT", default=5.0),
@@ -87,6 +89,14 @@ REDISQ = {
     # Worker subprocesses of the cron tests get their schedules through the environment.
     "CRON": env.json("REDISQ_TEST_CRON", default=[]),
 }
+
+if django.VERSION >= (6, 0):
+    TASKS = {
+        "default": {
+            "BACKEND": "django_redisq.tasks_backend.RedisQBackend",
+            "QUEUES": ["default", "high", "low"],
+        }
+    }
 
 LOGGING = {
     "version": 1,

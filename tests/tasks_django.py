@@ -1,0 +1,71 @@
+"""``django.tasks`` tasks the tests enqueue (Django 6.0+ only).
+
+Workers import this module through ``REDISQ["IMPORTS"]`` (tests/settings.py adds it on Django 6
+only); declaring each ``@task`` registers its runner with the worker.
+"""
+
+from __future__ import annotations
+
+import django
+
+if django.VERSION < (6, 0):
+    raise ImportError("tests.tasks_django needs Django 6.0+ (django.tasks)")
+
+import asyncio
+import os
+from typing import Any
+
+import redis
+from django.tasks import TaskContext, task
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["REDISQ_TEST_REDIS_URL"])
+
+
+@task
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@task(queue_name="high")
+async def async_add(a: int, b: int) -> int:
+    await asyncio.sleep(0)
+    return a + b
+
+
+@task
+def fail(message: str = "boom") -> None:
+    raise ValueError(message)
+
+
+@task
+async def async_fail(message: str = "async boom") -> None:
+    await asyncio.sleep(0)
+    raise KeyError(message)
+
+
+@task
+def record(tag: str) -> str:
+    """Append the tag to a Redis list: shows which tasks ran, in which order."""
+    _redis().rpush("test:task-record", tag)
+    return tag
+
+
+@task
+def pair(values: tuple[int, int]) -> tuple[int, int]:
+    """Returns a tuple: Django normalises it to a JSON list."""
+    return values
+
+
+@task(takes_context=True)
+def with_context(context: TaskContext[Any, Any], tag: str) -> dict[str, Any]:
+    return {"attempt": context.attempt, "id": context.task_result.id, "tag": tag,
+            "status": str(context.task_result.status),
+            "worker_ids": context.task_result.worker_ids}
+
+
+@task(takes_context=True)
+async def async_with_context(context: TaskContext[Any, Any]) -> dict[str, Any]:
+    await asyncio.sleep(0)
+    return {"attempt": context.attempt, "id": context.task_result.id}

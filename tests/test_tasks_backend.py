@@ -1,0 +1,314 @@
+"""The django.tasks backend (Django 6.0+): @task functions enqueued through Django's API run on
+rqworker, and their results read back as Django TaskResults.
+
+On Django 5.2 every test here but one is skipped: django.tasks does not exist there, and the one
+left checks that importing the backend says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from datetime import timedelta
+
+import django
+import pytest
+from django.core.management import call_command
+from django.db import transaction
+from django.test import override_settings
+from django.utils import timezone
+
+from django_redisq import get_queue
+
+DJANGO_6 = django.VERSION >= (6, 0)
+needs_django_6 = pytest.mark.skipif(
+    not DJANGO_6, reason=f"django.tasks needs Django 6.0+; this is Django {django.get_version()}")
+
+if DJANGO_6:
+    from django.tasks import TaskResultStatus, default_task_backend, task, task_backends
+    from django.tasks.exceptions import InvalidTask, InvalidTaskBackend, TaskResultDoesNotExist
+    from django.tasks.signals import task_enqueued, task_finished, task_started
+
+    from django_redisq.tasks_backend import RedisQBackend
+    from tests import tasks_django as t
+
+BACKEND = "django_redisq.tasks_backend.RedisQBackend"
+
+
+def burst(*queues: str, concurrency: int | None = None) -> None:
+    extra = ["--concurrency", str(concurrency)] if concurrency else []
+    call_command("rqworker", *(queues or ("default", "high")), "--burst", *extra, verbosity=0)
+
+
+@pytest.mark.skipif(DJANGO_6, reason="checks the import error shown on Django < 6.0")
+def test_import_on_django_5_says_what_it_needs():
+    with pytest.raises(ImportError, match=r"needs Django 6\.0 or later; this is Django 5\.2"):
+        importlib.import_module("django_redisq.tasks_backend")
+
+
+@needs_django_6
+class TestRunOnWorker:
+    def test_backend_declares_its_features(self):
+        backend = task_backends["default"]
+        assert isinstance(backend, RedisQBackend)
+        assert backend.supports_defer
+        assert backend.supports_async_task
+        assert backend.supports_get_result
+        assert backend.supports_priority
+
+    def test_sync_and_async_tasks_run_and_report_success(self, r):
+        before = timezone.now()
+        res = t.add.enqueue(1, 2)
+        ares = t.async_add.enqueue(3, 4)
+        assert res.status == ares.status == TaskResultStatus.READY
+        assert res.enqueued_at is not None and res.enqueued_at >= before
+        assert res.args == [1, 2] and res.kwargs == {}
+        assert res.backend == "default"
+        # The result id is the job id, in the task's queue, under the task's registered name.
+        job = get_queue("default").job(res.id)
+        assert job.status == "queued"
+        assert job.record.func == "task:tests.tasks_django.add"
+        assert get_queue("high").job(ares.id).status == "queued"
+        assert default_task_backend.get_result(res.id).status == TaskResultStatus.READY
+
+        burst()
+
+        res.refresh()
+        got = t.async_add.get_result(ares.id)
+        assert res.status == got.status == TaskResultStatus.SUCCESSFUL, (res.errors, got.errors)
+        assert res.return_value == 3 and got.return_value == 7
+        assert res.is_finished
+        assert res.attempts == 1 and len(res.worker_ids) == 1 and res.worker_ids[0]
+        assert res.errors == []
+        assert res.enqueued_at <= res.started_at <= res.finished_at
+        assert res.last_attempted_at == res.started_at
+        assert got.task.func is t.async_add.func and got.task.queue_name == "high"
+
+    def test_aenqueue_and_aget_result(self, r):
+        async def enqueue():
+            return await t.async_add.aenqueue(5, 6), await t.add.aenqueue(a=1, b=1)
+
+        ares, kres = asyncio.run(enqueue())
+        assert ares.status == TaskResultStatus.READY and ares.enqueued_at is not None
+        assert kres.kwargs == {"a": 1, "b": 1}
+        burst()
+
+        async def read():
+            await ares.arefresh()
+            return await t.add.aget_result(kres.id)
+
+        got = asyncio.run(read())
+        assert ares.status == TaskResultStatus.SUCCESSFUL and ares.return_value == 11
+        assert got.return_value == 2
+
+    def test_return_values_are_normalised_to_json(self, r):
+        res = t.pair.enqueue((1, 2))
+        assert res.args == [[1, 2]]
+        burst()
+        res.refresh()
+        assert res.return_value == [1, 2]
+
+    def test_raising_tasks_fail_with_class_path_and_traceback(self, r):
+        res = t.fail.enqueue("it broke")
+        ares = t.async_fail.enqueue()
+        burst()
+        res.refresh()
+        ares.refresh()
+        assert res.status == ares.status == TaskResultStatus.FAILED
+        assert res.is_finished and res.finished_at is not None
+        assert [e.exception_class_path for e in res.errors] == ["builtins.ValueError"]
+        assert res.errors[0].exception_class is ValueError
+        assert "ValueError: it broke" in res.errors[0].traceback
+        assert 'raise ValueError(message)' in res.errors[0].traceback
+        assert [e.exception_class_path for e in ares.errors] == ["builtins.KeyError"]
+        assert res.attempts == 1
+        with pytest.raises(ValueError, match="Task failed"):
+            res.return_value  # noqa: B018
+
+    def test_takes_context_gets_the_attempt_and_its_result(self, r):
+        res = t.with_context.enqueue("x")
+        ares = t.async_with_context.enqueue()
+        burst()
+        res.refresh()
+        ares.refresh()
+        assert res.status == TaskResultStatus.SUCCESSFUL, res.errors
+        value = res.return_value
+        assert value["attempt"] == 1 and value["id"] == res.id and value["tag"] == "x"
+        assert value["status"] == TaskResultStatus.RUNNING
+        assert value["worker_ids"] == res.worker_ids
+        assert ares.return_value == {"attempt": 1, "id": ares.id}
+
+    def test_priority_orders_a_single_slot_worker(self, r):
+        low = t.record.using(priority=-10).enqueue("low")
+        t.record.enqueue("mid")
+        high = t.record.using(priority=50).enqueue("high")
+        top = t.record.using(priority=100).enqueue("top")
+        assert get_queue("default").job(high.id).record.priority == 50
+        assert top.task.priority == 100
+        burst("default", concurrency=1)
+        assert r.lrange("test:task-record", 0, -1) == [b"top", b"high", b"mid", b"low"]
+        assert default_task_backend.get_result(low.id).task.priority == -10
+
+    def test_run_after_in_the_future_schedules_the_job(self, r):
+        when = timezone.now() + timedelta(hours=1)
+        res = t.add.using(run_after=when).enqueue(1, 1)
+        assert res.status == TaskResultStatus.READY
+        record = get_queue("default").job(res.id).record
+        assert record.status == "scheduled"
+        assert abs(record.scheduled_for - int(when.timestamp() * 1000)) <= 1
+        burst()  # not due: stays waiting
+        assert default_task_backend.get_result(res.id).status == TaskResultStatus.READY
+        assert get_queue("default").job(res.id).status == "scheduled"
+
+    def test_run_after_due_soon_runs_when_due(self, r, worker_proc):
+        res = t.add.using(run_after=timezone.now() + timedelta(seconds=0.5)).enqueue(2, 2)
+        assert get_queue("default").job(res.id).status == "scheduled"
+        w = worker_proc("default")
+        try:
+            record = get_queue("default").wait(res.id, timeout=15)
+        finally:
+            w.kill()
+        assert record.status == "finished", w.output()
+        res.refresh()
+        assert res.return_value == 4
+        assert res.started_at >= res.enqueued_at + timedelta(seconds=0.4)
+
+    def test_worker_subprocess_imports_and_runs_tasks(self, r, worker_proc):
+        res = t.add.enqueue(20, 22)
+        ares = t.async_with_context.enqueue()
+        w = worker_proc("default", "high", "--burst")
+        assert w.wait(30) == 0, w.output()
+        res.refresh()
+        ares.refresh()
+        assert res.return_value == 42, w.output()
+        assert ares.return_value["attempt"] == 1
+
+
+@needs_django_6
+class TestSignals:
+    def test_enqueued_started_finished(self, r):
+        seen: list[tuple[str, str, str]] = []
+
+        def receiver(name):
+            def handler(sender, task_result, **kwargs):
+                assert sender is RedisQBackend
+                seen.append((name, task_result.task.name, str(task_result.status)))
+            return handler
+
+        handlers = {"enqueued": receiver("enqueued"), "started": receiver("started"),
+                    "finished": receiver("finished")}
+        task_enqueued.connect(handlers["enqueued"])
+        task_started.connect(handlers["started"])
+        task_finished.connect(handlers["finished"])
+        try:
+            t.add.enqueue(1, 2)
+            t.fail.enqueue()
+            asyncio.run(t.async_add.aenqueue(1, 2))
+            burst()
+        finally:
+            task_enqueued.disconnect(handlers["enqueued"])
+            task_started.disconnect(handlers["started"])
+            task_finished.disconnect(handlers["finished"])
+        assert sorted(seen) == sorted([
+            ("enqueued", "add", "READY"), ("started", "add", "RUNNING"),
+            ("finished", "add", "SUCCESSFUL"),
+            ("enqueued", "fail", "READY"), ("started", "fail", "RUNNING"),
+            ("finished", "fail", "FAILED"),
+            ("enqueued", "async_add", "READY"), ("started", "async_add", "RUNNING"),
+            ("finished", "async_add", "SUCCESSFUL"),
+        ])
+
+
+@needs_django_6
+@pytest.mark.django_db(transaction=True)
+class TestEnqueueOnCommit:
+    def test_sent_after_commit(self, r):
+        with transaction.atomic():
+            res = t.add.enqueue(1, 2)
+            assert r.dbsize() == 0 and res.enqueued_at is None
+            with pytest.raises(TaskResultDoesNotExist):
+                default_task_backend.get_result(res.id)
+        assert res.enqueued_at is not None
+        assert default_task_backend.get_result(res.id).status == TaskResultStatus.READY
+
+    def test_rollback_sends_nothing(self, r):
+        with pytest.raises(RuntimeError), transaction.atomic():
+            t.add.enqueue(1, 2)
+            raise RuntimeError
+        assert r.dbsize() == 0
+
+    def test_option_off_sends_at_once(self, r):
+        tasks = {"default": {"BACKEND": BACKEND, "QUEUES": ["default", "high"],
+                             "OPTIONS": {"ENQUEUE_ON_COMMIT": False}}}
+        with override_settings(TASKS=tasks), transaction.atomic():
+            res = t.add.enqueue(1, 2)
+            assert get_queue("default").job(res.id).status == "queued"
+
+
+@needs_django_6
+class TestValidation:
+    def test_queue_not_in_backend_queues(self):
+        with pytest.raises(InvalidTask, match="Queue 'nowhere' is not valid for backend"):
+            t.add.using(queue_name="nowhere")
+
+    def test_priority_out_of_range(self):
+        with pytest.raises(InvalidTask, match="priority must be a whole number between -100"):
+            t.add.using(priority=101)
+
+    def test_function_not_at_module_level(self):
+        def local(): ...
+
+        with pytest.raises(InvalidTask, match="module level"):
+            task(local)
+
+    def test_naive_run_after(self):
+        with pytest.raises(InvalidTask, match="aware"):
+            t.add.using(run_after=timezone.now().replace(tzinfo=None) + timedelta(hours=1))
+
+    def test_context_parameter_missing(self):
+        with pytest.raises(InvalidTask, match="first argument of 'context'"):
+            task(takes_context=True)(t.add.func)
+
+    def test_queue_not_configured_in_redisq(self, r):
+        tasks = {"default": {"BACKEND": BACKEND, "QUEUES": ["default", "ghost"]}}
+        with override_settings(TASKS=tasks):
+            ghost = t.add.using(queue_name="ghost")
+            with pytest.raises(InvalidTask, match=r"'ghost' .* is not a django-redisq queue"):
+                ghost.enqueue(1, 2)
+            errors = task_backends["default"].check()
+        assert [e.id for e in errors] == ["django_redisq.E020"]
+        assert "'ghost'" in errors[0].msg
+        assert r.dbsize() == 0
+
+    def test_arguments_are_checked_in_the_caller(self, r):
+        with pytest.raises(TypeError, match="JSON"):
+            t.add.enqueue(1, object())
+        with pytest.raises(TypeError, match=r"tests\.tasks_django\.add\(\).*missing"):
+            t.add.enqueue(1)
+        assert r.dbsize() == 0
+
+    def test_bad_options(self):
+        tasks = {"default": {"BACKEND": BACKEND, "OPTIONS": {"ENQUEUE_ON_COMIT": True}}}
+        with override_settings(TASKS=tasks), pytest.raises(
+                InvalidTaskBackend, match=r"ENQUEUE_ON_COMIT.*valid options: ENQUEUE_ON_COMMIT"):
+            task_backends["default"]
+        tasks = {"default": {"BACKEND": BACKEND, "OPTIONS": {"ENQUEUE_ON_COMMIT": "yes"}}}
+        with override_settings(TASKS=tasks), pytest.raises(InvalidTaskBackend, match="True or"):
+            task_backends["default"]
+
+    def test_unknown_results(self, r):
+        with pytest.raises(TaskResultDoesNotExist):
+            default_task_backend.get_result("no-such-id")
+        # A plain @job is not a task result.
+        from tests import jobs
+
+        j = jobs.add.delay(1, 2)
+        with pytest.raises(TaskResultDoesNotExist):
+            default_task_backend.get_result(j.id)
+
+    def test_worker_runs_only_registered_tasks(self, r):
+        queue = get_queue("default")
+        j = queue.enqueue("task:os.getcwd")  # a payload naming a module path is not enough
+        burst("default")
+        assert j.record.status == "failed"
+        assert "not registered" in j.record.error["message"]
