@@ -13,7 +13,7 @@ from ...engine.errors import RedisQError
 class Command(BaseCommand):
     help = (
         "Put failed (or canceled) jobs back on their queue: every failed job with --failed, or "
-        "the jobs given by id. A requeued job runs again with its retries and deaths reset."
+        "the jobs given by id. A requeued job runs again; its death count is reset."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
