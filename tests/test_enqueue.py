@@ -6,11 +6,12 @@ import asyncio
 import datetime as dt
 import subprocess
 import sys
+import threading
 
 import pytest
 
 from django_redisq import Job, QueueNotFound, get_queue, job
-from django_redisq.engine.errors import JobNotFound
+from django_redisq.engine.errors import JobCanceled, JobNotFound
 from tests import jobs
 
 
@@ -183,3 +184,11 @@ def test_engine_imports_without_django():
             "'the engine imported Django'")
     subprocess.run([sys.executable, "-c", code], check=True, env={"PATH": "/usr/bin:/bin"},
                    cwd=str(__import__("pathlib").Path(__file__).parent.parent))
+
+
+def test_get_waits_past_the_client_read_timeout(r):
+    """redis-py 8 times out blocking reads after 5 s; get() must still honour longer waits."""
+    j = jobs.add.delay(1, 2)
+    threading.Timer(6.0, j.cancel).start()  # the job ends after the 5 s read timeout
+    with pytest.raises(JobCanceled):  # not RedisUnavailable("Timeout reading from socket")
+        j.get(timeout=20)

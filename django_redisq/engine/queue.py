@@ -26,6 +26,8 @@ DEFAULT_RESULT_TTL = 24 * 3600.0
 DEFAULT_FAILURE_TTL = 7 * 24 * 3600.0
 DEFAULT_TIMEOUT = 180.0
 DEFAULT_MAX_PAYLOAD = 512 * 1024
+#: Longest single blocking wait of ``Job.get()``, in seconds (it loops until its timeout).
+WAIT_SLICE = 2.0
 
 
 class PayloadTooLarge(RedisQError, ValueError):
@@ -387,15 +389,15 @@ class Queue:
                 raise JobNotFound(f"job {job_id} not found in queue {self.name!r}")
             if isinstance(reply, list):
                 return JobRecord.from_hash(reply)
-            remaining = 0.0 if deadline is None else deadline - time.monotonic()
-            if deadline is not None and remaining <= 0:
+            remaining = WAIT_SLICE if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
                 raise TimeoutError(f"job {job_id} did not end within {timeout} s")
             # BLMOVE from a list onto itself blocks until a token exists and never consumes it,
-            # so any number of waiters wake on one notification.
-            token = yield Cmd(("BLMOVE", k.done(job_id), k.done(job_id), "RIGHT", "LEFT",
-                               round(remaining, 3) if deadline is not None else 0))
-            if token is None and deadline is not None and deadline - time.monotonic() <= 0:
-                raise TimeoutError(f"job {job_id} did not end within {timeout} s")
+            # so any number of waiters wake on one notification. It blocks in slices: a block
+            # must end before the client's read timeout (redis-py 8 applies one to blocking
+            # commands), and each slice re-checks the job.
+            yield Cmd(("BLMOVE", k.done(job_id), k.done(job_id), "RIGHT", "LEFT",
+                       round(max(0.001, min(remaining, WAIT_SLICE)), 3)))
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
         return self.run(self._wait_steps(job_id, timeout))  # type: ignore[no-any-return]
