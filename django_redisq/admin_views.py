@@ -421,14 +421,7 @@ def find_job(job_id: str, queues: Sequence[Queue]) -> list[JobRecord]:
 
     def steps(group: Sequence[Queue]) -> Steps[list[JobRecord]]:
         hashes = yield Batch([Cmd(("HGETALL", q.keys.job(job_id))) for q in group])
-        out = []
-        for h in hashes:
-            if h:
-                try:
-                    out.append(JobRecord.from_hash(h))
-                except RedisQError:
-                    continue
-        return out
+        return JobRecord.decode_many(hashes)
 
     found: list[JobRecord] = []
     for group in _by_connection(queues):

@@ -139,9 +139,9 @@ def test_queue_counts_are_one_round_trip_per_redis(admin_client, r):
     admin_client.get(QUEUES_URL)  # warm up: connections, scripts
     before = int(r.info("stats")["total_reads_processed"])
     admin_client.get(QUEUES_URL)
-    # three queues on one Redis: one pipeline of counts + worker registry (no workers, so no
-    # second round trip), plus this test's INFO.
-    assert int(r.info("stats")["total_reads_processed"]) - before <= 2
+    # three queues on one Redis: one pipeline of counts + worker registry, one more for the
+    # workers' hashes when any worker is registered, plus this test's INFO.
+    assert int(r.info("stats")["total_reads_processed"]) - before <= 3
 
 
 # -- jobs list ---------------------------------------------------------------------------------
