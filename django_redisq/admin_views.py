@@ -21,7 +21,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from functools import wraps
 from typing import TYPE_CHECKING, Any, cast
 
@@ -33,7 +33,7 @@ from django.core.paginator import Page, Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone as dj_timezone
 from django.utils.http import urlencode
 
 from .conf import get_queue, queue_names, redisq_settings
@@ -164,7 +164,7 @@ def stamp(ms: int | None, now_ms: int | None = None) -> Stamp | None:
     when = ms_to_datetime(ms)
     if when is None or ms is None:
         return None
-    local = timezone.localtime(when) if timezone.is_aware(when) else when
+    local = dj_timezone.localtime(when) if dj_timezone.is_aware(when) else when
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     delta = (now_ms - ms) / 1000
     ago = (f"{duration_text(delta)} ago" if delta >= 0 else f"in {duration_text(-delta)}")
@@ -886,6 +886,63 @@ def workers_view(request: HttpRequest, model_admin: AnyAdmin) -> HttpResponse:
         alive=sum(1 for w in data.workers if w.alive)))
 
 
+@dataclass
+class CronRow:
+    name: str
+    func: str
+    queue: str
+    when: str
+    timezone: str
+    last: Stamp | None
+    next: Stamp | None
+    last_job_url: str = ""
+
+
+def cron_rows(queues: Sequence[Queue]) -> tuple[list[CronRow], str, str]:
+    """The periodic schedules (``REDISQ["CRON"]`` and ``@job(cron=...)`` functions imported
+    by this process), each with its last enqueued tick and next due time; the error that
+    stops them from loading; and the scheduler leading cron now. One pipeline per Redis."""
+    from .engine.cron import CronError
+    from .engine.keys import cron_leader_key
+    from .schedules import load_schedules
+
+    try:
+        schedules = load_schedules()
+    except CronError as exc:
+        return [], plain(str(exc)), ""
+    if not schedules:
+        return [], "", ""
+    by_name = {q.name: q for q in queues}
+    now = datetime.now(tz=timezone.utc)
+    now_ms = int(now.timestamp() * 1000)
+    last: dict[str, int | None] = {}
+    leader = ""
+    for group in _by_connection([by_name[s.queue] for s in schedules if s.queue in by_name]):
+        names = {q.name for q in group}
+        mine = [s for s in schedules if s.queue in names]
+        ops = [Cmd(("GET", by_name[s.queue].keys.cron_last(s.name))) for s in mine]
+        ops.append(Cmd(("GET", cron_leader_key(group[0].prefix))))
+        replies = group[0].run(_batch_steps(ops))
+        for s, raw in zip(mine, replies):
+            last[s.name] = _int(raw) if raw is not None else None
+        leader = leader or _text(replies[-1])
+    rows = []
+    for s in schedules:
+        tick = last.get(s.name)
+        when = s.cron.text if s.cron is not None else f"every {duration_text(s.every)}"
+        rows.append(CronRow(
+            name=plain(s.name), func=plain(s.func), queue=plain(s.queue), when=plain(when),
+            timezone=plain(str(s.tz)), last=stamp(tick, now_ms),
+            next=stamp(int(s.next_due(now).timestamp() * 1000), now_ms),
+        ))
+    return rows, "", plain(leader)
+
+
+def _batch_steps(ops: Sequence[Cmd]) -> Steps[list[Any]]:
+    replies = yield Batch(ops)
+    return list(replies)
+
+
 @guarded
 def schedules_view(request: HttpRequest, model_admin: AnyAdmin) -> HttpResponse:
     require(model_admin.has_view_permission(request))
@@ -896,7 +953,7 @@ def schedules_view(request: HttpRequest, model_admin: AnyAdmin) -> HttpResponse:
     paginator, page = paginate(queue, "scheduled", counts[queue.name]["scheduled"], page_number)
     now = int(time.time() * 1000)
     rows = [job_row(model_admin, r, now) for r in page.object_list]
-    cron = [plain(repr(entry)) for entry in redisq_settings().cron]
+    cron, cron_error, leader = cron_rows(queues)
     return render(request, "schedules.html", context(
         request, model_admin, f"Scheduled jobs of queue “{queue.name}”",
         queue=queue.name, rows=rows, total=counts[queue.name]["scheduled"], page=page,
@@ -904,7 +961,7 @@ def schedules_view(request: HttpRequest, model_admin: AnyAdmin) -> HttpResponse:
         queue_choices=[{"name": q.name, "count": counts[q.name]["scheduled"],
                         "selected": q.name == queue.name,
                         "url": "?" + urlencode({"queue": q.name})} for q in queues],
-        cron=cron,
+        cron=cron, cron_error=cron_error, leader=leader,
         manage_url=admin_url(model_admin, "job_changelist") + "?"
         + urlencode({"queue": queue.name, "state": "scheduled"}),
     ))

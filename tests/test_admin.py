@@ -360,6 +360,26 @@ def test_schedules_page_lists_delayed_jobs_with_their_due_time(admin_client, r):
     assert time.strftime("%Y-%m-%d %H:%M", time.gmtime(due / 1000)) in html
 
 
+def test_schedules_page_lists_cron_schedules_with_last_and_next_tick(admin_client, r):
+    from django.conf import settings
+
+    cron = [{"cron": "*/5 * * * *", "func": "tests.jobs.add", "args": [1, 2],
+             "name": "<b>five</b>"},
+            {"every": 30, "func": "tests.jobs.echo", "queue": "high", "name": "half"}]
+    with override_settings(REDISQ={**settings.REDISQ, "CRON": cron}):
+        q = get_queue("default")
+        r.set(q.keys.cron_last("<b>five</b>"), 1_700_000_000_000)
+        page = admin_client.get(SCHEDULES_URL)
+        html = page.content.decode()
+    assert page.status_code == 200
+    table = html.split('id="cron-list"')[1].split("</table>")[0]
+    assert "&lt;b&gt;five&lt;/b&gt;" in table and "<b>five" not in table
+    assert "*/5 * * * *" in table and "every 30.00 s" in table
+    assert time.strftime("%Y-%m-%d %H:%M", time.gmtime(1_700_000_000)) in table
+    assert "never" in table  # "half" has not run
+    assert "No worker leads the scheduler" in html
+
+
 # -- actions -------------------------------------------------------------------------------------
 def test_requeue_a_failed_job(admin_client, r):
     j = failed_job()
