@@ -171,6 +171,11 @@ def stamp(ms: int | None, now_ms: int | None = None) -> Stamp | None:
     return Stamp(local.strftime("%Y-%m-%d %H:%M:%S"), local.isoformat(), ago, when)
 
 
+def _clip(value: str, limit: int = 80) -> str:
+    """A request value quoted back in a message, cut short (it is escaped when shown)."""
+    return value if len(value) <= limit else value[:limit] + "…"
+
+
 def _pairs(reply: Any) -> list[tuple[str, float]]:
     """A ``ZRANGE ... WITHSCORES`` reply as (member, score), whatever shape redis-py gave."""
     if not reply:
@@ -280,7 +285,7 @@ def param_queue(value: str | None, *, default: bool = True) -> Queue:
             return get_queue(names[0])
         raise BadParameter("Choose a queue.")
     if value not in names:
-        raise BadParameter(f"There is no queue named “{value}”. "
+        raise BadParameter(f"There is no queue named “{_clip(value)}”. "
                            f"Configured queues: {', '.join(names)}.")
     return get_queue(value)
 
@@ -288,7 +293,7 @@ def param_queue(value: str | None, *, default: bool = True) -> Queue:
 def path_queue(value: str) -> Queue:
     name = unquote(value)
     if name not in queue_names():
-        raise NotFound(f"There is no queue named “{name}”.")
+        raise NotFound(f"There is no queue named “{_clip(name)}”.")
     return get_queue(name)
 
 
@@ -296,7 +301,8 @@ def param_state(value: str | None, default: str = "queued") -> str:
     if value is None or value == "":
         return default
     if value not in STATES:
-        raise BadParameter(f"Unknown job state “{value}”; choose one of {', '.join(STATES)}.")
+        raise BadParameter(f"Unknown job state “{_clip(value)}”; choose one of "
+                           f"{', '.join(STATES)}.")
     return value
 
 
@@ -304,7 +310,8 @@ def param_page(value: str | None) -> int:
     if value is None or value == "":
         return 1
     if not _PAGE_RE.fullmatch(value) or int(value) < 1:
-        raise BadParameter(f"“{value}” is not a page number; pages are numbered from 1.")
+        raise BadParameter(f"“{_clip(value)}” is not a page number; pages are numbered "
+                           f"from 1.")
     return int(value)
 
 
@@ -613,7 +620,7 @@ def jobs_view(request: HttpRequest, model_admin: AnyAdmin) -> HttpResponse:
     queue = param_queue(request.GET.get("queue"))
     state = param_state(request.GET.get("state"))
     page_number = param_page(request.GET.get("page"))
-    query = request.GET.get("q", "").strip()
+    query = request.GET.get("q", "").strip()[:MAX_JOB_ID]  # ids and function names are short
     base = {"queue": queue.name, "state": state}
     counts = queue.counts()
     found: list[JobRecord] | None = None
