@@ -54,6 +54,7 @@ class Command(BaseCommand):
         out.write(f"Worker done in {time.monotonic() - started:.1f} s.\n")
 
         self.report(jobs)
+        self.leave_jobs_in_every_state(user.pk)
         self.where_to_look()
         pending = [j.id for _, j in jobs if not j.record.is_terminal]
         if pending:
@@ -138,6 +139,28 @@ class Command(BaseCommand):
                 outcome += f"  [{rec.attempts} attempts]"
             self.stdout.write(f"{j.id:<34} {rec.queue:<8} {rec.func:<38} {status} {outcome}")
             self.stdout.write(f"{'':<34} {'':<8} {how}")
+
+    def leave_jobs_in_every_state(self, user_id: int) -> None:
+        """Leave something to see in the admin: one job in each state the run above did not
+        produce (it left finished and failed ones)."""
+        from django_redisq import get_queue
+        from django_redisq.engine.ops import one
+
+        waiting = build_report.delay(10)                                   # queued
+        build_report.using(depends_on=[waiting]).delay(20)                 # deferred
+        send_welcome_email.using(delay=timedelta(hours=1)).delay(user_id)  # scheduled
+        build_report.delay(30).cancel()                                    # canceled
+        # started: held by a worker that "stopped" mid-job; a live worker would put it back
+        # on its queue when its one-hour lease runs out.
+        held = get_queue("default")
+        send_welcome_email.delay(user_id)
+        held.run(one(held.claim_call("demo-stopped-worker", 1, 3600 * 1000)))
+        counts: dict[str, int] = {}
+        for name in QUEUES:
+            for state, n in get_queue(name).counts().items():
+                counts[state] = counts.get(state, 0) + n
+        self.stdout.write(self.style.MIGRATE_HEADING("\nJobs left for the admin, by state"))
+        self.stdout.write("  " + ", ".join(f"{state} {n}" for state, n in counts.items()))
 
     def where_to_look(self) -> None:
         w = self.stdout.write
