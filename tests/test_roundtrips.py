@@ -29,6 +29,6 @@ def test_enqueue_many_is_one_round_trip_for_the_lot(r):
     q.enqueue_many([("tests.jobs.add", [i, i], {}) for i in range(100)])
     reads = int(r.info("stats")["total_reads_processed"]) - reads_before
     # One pipeline: the server reads ~20 KB of requests in a few socket reads (how many depends
-    # on timing), far fewer than one per job.
-    assert reads < 25
+    # on timing and load), far fewer than one per job (one by one it would be 100 or more).
+    assert reads < 50
     assert q.count() == 101
