@@ -78,9 +78,8 @@ def driver() -> Iterator[object]:
 @pytest.fixture
 def browser(driver, live_server, django_user_model):  # type: ignore[no-untyped-def]
     """The browser, logged in to the admin as a staff superuser."""
-    from selenium.webdriver.common.by import By
-
     from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
 
     django_user_model.objects.create_superuser("boss", "boss@example.com", "pw")
     # Logging in is idempotent, so a Chromium hiccup during it ("unhandled inspector error"
