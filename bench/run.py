@@ -6,6 +6,7 @@ Usage::
     python bench/run.py --quick              # one repetition
     python bench/run.py --systems redisq,rq --scenarios E1,D1,L1
     python bench/run.py --profile            # pyinstrument profiles of our E1 and D1 runs
+    python bench/run.py --report bench/results/<stamp>.json   # re-render .md and .png
 
 The script starts its own ``redis-server`` on a free loopback port (no persistence, its own
 temporary directory) and stops it by PID at the end. Every measurement runs in fresh
@@ -568,6 +569,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--redis-server", default=shutil.which("redis-server") or "redis-server")
     ap.add_argument("--outdir", type=Path, default=RESULTS)
     ap.add_argument("--no-chart", action="store_true")
+    ap.add_argument("--report", type=Path, metavar="JSON",
+                    help="re-render the Markdown and the chart of an earlier run's JSON")
     ap.add_argument("--profile", action="store_true",
                     help="profile our E1/E2 enqueuer and D1 workers with pyinstrument "
                     "(<stamp>-profile-*.html/.txt next to the results)")
@@ -614,8 +617,26 @@ def versions() -> dict[str, str]:
     return out
 
 
+def rerender(path: Path) -> int:
+    """Write <run>.md and <run>.png again from <run>.json (e.g. after the report changed)."""
+    data = json.loads(path.read_text())
+    meta, raw = data["meta"], data["runs"]
+    seen = {r["row"] for r in raw} | {n["row"] for n in data["notes"]}
+    variants = [v for v in VARIANTS if v.key in seen]
+    ids = {r["case"] for r in raw} | {n["case"] for n in data["notes"]}
+    cases = [c for c in CASES if c.id in ids]
+    notes = {(n["row"], n["case"]): n["note"] for n in data["notes"]}
+    report = build_report(meta, variants, cases, raw, notes, data["floor"])
+    path.with_suffix(".md").write_text(report)
+    chart(path.with_suffix(".png"), variants, cases, raw)
+    print(report)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:
+        return rerender(args.report)
     variants, cases, floor, missing = select(args)
     args.outdir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="redisq-bench-"))
@@ -776,6 +797,9 @@ def build_report(meta: dict[str, Any], variants: list[Variant], cases: list[Case
                  raw: list[dict[str, Any]], notes: dict[tuple[str, str], str],
                  floor_runs: list[dict[str, Any]]) -> str:
     summ = summarize(raw)
+    for v in variants:  # S1 at the default concurrency stands for c=10 when they are the same
+        if v.default_conc == 10 and (v.key, "S1") in summ and (v.key, "S1@10") not in summ:
+            summ[(v.key, "S1@10")] = {**summ[(v.key, "S1")], "same": True}
     errors = {(r["row"], r["case"]) for r in raw if r.get("error")}
     labels = {v.key: v for v in variants}
     vers = meta["versions"]
@@ -798,7 +822,7 @@ def build_report(meta: dict[str, Any], variants: list[Variant], cases: list[Case
     def cell(row: str, cid: str, field_: str = "median", unit: str = "") -> str:
         s = summ.get((row, cid))
         if s is not None and field_ in s:
-            return _fmt(s[field_], unit)
+            return _fmt(s[field_], unit) + (" (= S1)" if s.get("same") else "")
         if (row, cid) in notes:
             n = notes[(row, cid)]
             if n == "same":
@@ -879,7 +903,8 @@ def build_report(meta: dict[str, Any], variants: list[Variant], cases: list[Case
                         _fmt(s["max"]), _fmt(s.get("cmds_per_job")),
                         _fmt(s.get("reads_per_job")), _fmt(s.get("redis_cpu_us_per_job")),
                         ratio]
-            lines.append(f"| {v.label} | " + " | ".join(vals) + " |")
+            same = " (= S1: c=10 is its default)" if s.get("same") else ""
+            lines.append(f"| {v.label}{same} | " + " | ".join(vals) + " |")
         if best_row:
             lines.append(f"\nBest peer: {best_row}.")
         lines.append("")
@@ -942,7 +967,9 @@ def _load_note(meta: dict[str, Any], raw: list[dict[str, Any]]) -> str:
     """The machine's 1-minute load average around the measurements: other processes running
     on the same CPUs make every figure slower and noisier."""
     loads = [r["load_before"] for r in raw if "load_before" in r]
-    loads += [meta["load_at_start"], meta["load_at_end"]]
+    loads += [meta[k] for k in ("load_at_start", "load_at_end") if k in meta]
+    if not loads:
+        return ""
     cpus = meta["cpus"] or 1
     note = (f"1-minute load average before the measurements: {min(loads):.1f} to "
             f"{max(loads):.1f} ({cpus} CPUs).")
@@ -994,12 +1021,16 @@ def chart(path: Path, variants: list[Variant], cases: list[Case],
         print("matplotlib not installed: no chart")
         return False
     summ = summarize(raw)
+    for v in variants:  # S1 at the default concurrency stands for c=10 when they are the same
+        if v.default_conc == 10 and (v.key, "S1") in summ:
+            summ.setdefault((v.key, "S1@10"), summ[(v.key, "S1")])
     tp = [c for c in cases if c.unit == "jobs/s"
           and any((v.key, c.id) in summ for v in variants)]
     if not tp:
         return False
-    fig, axes = plt.subplots(len(tp), 1, figsize=(9, 1.2 + 0.32 * len(variants) * len(tp)),
-                             squeeze=False)
+    counts = [sum((v.key, c.id) in summ for v in variants) for c in tp]
+    fig, axes = plt.subplots(len(tp), 1, figsize=(9, 0.8 * len(tp) + 0.3 * sum(counts)),
+                             squeeze=False, gridspec_kw={"height_ratios": counts})
     for ax, c in zip(axes[:, 0], tp):
         rows = [v for v in variants if (v.key, c.id) in summ]
         vals = [summ[(v.key, c.id)]["median"] for v in rows]
