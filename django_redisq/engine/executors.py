@@ -13,6 +13,8 @@ from typing import Any
 
 from .errors import JobTimeout
 
+_timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
+
 
 class Executor:
     """Runs job bodies. ``on_thread_done`` is told when a sync job's thread really ends, which,
@@ -22,9 +24,17 @@ class Executor:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="redisq-job")
 
     async def run_async(self, coro_fn: Callable[[], Any], timeout: float | None) -> Any:
+        # asyncio.timeout (3.11+) runs the job in the worker's own task; wait_for would wrap it
+        # in a second task per job.
+        if _timeout is None:
+            try:
+                return await asyncio.wait_for(coro_fn(), timeout)
+            except asyncio.TimeoutError:
+                raise JobTimeout(f"the job ran longer than its timeout of {timeout:g} s") from None
         try:
-            return await asyncio.wait_for(coro_fn(), timeout)
-        except asyncio.TimeoutError:
+            async with _timeout(timeout):
+                return await coro_fn()
+        except TimeoutError:
             raise JobTimeout(f"the job ran longer than its timeout of {timeout:g} s") from None
 
     async def run_sync(self, fn: Callable[[], Any], timeout: float | None,
