@@ -32,3 +32,19 @@ def test_enqueue_many_is_one_round_trip_for_the_lot(r):
     # on timing and load), far fewer than one per job (one by one it would be 100 or more).
     assert reads < 50
     assert q.count() == 101
+
+
+def test_scripts_are_reloaded_after_redis_forgets_them(r):
+    """After SCRIPT FLUSH (or a Redis restart) single calls, pipelines and the worker's own
+    calls reload their script on NOSCRIPT and go on."""
+    from django.core.management import call_command
+
+    q = get_queue("default")
+    r.script_flush()
+    single = jobs.add.delay(1, 2)
+    r.script_flush()
+    batch = q.enqueue_many([("tests.jobs.add", [i, i], {}) for i in range(3)])
+    r.script_flush()
+    call_command("rqworker", "default", "--burst", verbosity=0)
+    assert single.result == 3
+    assert [j.result for j in batch] == [0, 2, 4]

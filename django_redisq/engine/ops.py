@@ -69,6 +69,45 @@ def one(op: Op) -> Steps[Any]:
     return reply
 
 
+# Primitive requests a driver performs: ("cmd", args, options), ("load", source) and
+# ("pipe", [(args, options), ...]). Everything else (parsing, NOSCRIPT recovery, batch error
+# checks) happens once, in ``_requests``, for both drivers.
+Request = tuple[Any, ...]
+
+
+def _op_requests(op: Op) -> Generator[Request, Any, Any]:
+    if isinstance(op, Batch):
+        replies = yield ("pipe", [(o.command(), getattr(o, "options", {})) for o in op.ops])
+        out = []
+        for o, reply in zip(op.ops, replies):
+            if isinstance(reply, NoScriptError) and isinstance(o, Call):
+                yield ("load", o.script.source)
+                reply = yield ("cmd", o.command(), {})
+            elif isinstance(reply, Exception):
+                raise reply
+            out.append(o.parse(reply))
+        return op.parse(out)
+    if isinstance(op, Call):
+        try:
+            raw = yield ("cmd", op.command(), {})
+        except NoScriptError:  # Redis restarted or flushed its scripts: load, then retry once
+            yield ("load", op.script.source)
+            raw = yield ("cmd", op.command(), {})
+        return op.parse(raw)
+    return op.parse((yield ("cmd", op.command(), op.options)))
+
+
+def _requests(steps: Steps[T]) -> Generator[Request, Any, T]:
+    """The primitive requests of a whole generator of steps."""
+    op = next(steps)
+    while True:
+        reply = yield from _op_requests(op)
+        try:
+            op = steps.send(reply)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+
 class Driver:
     """Runs steps against a Redis deployment; wraps connection errors with a clear message."""
 
@@ -78,12 +117,17 @@ class Driver:
     def _unavailable(self, exc: Exception) -> RedisUnavailable:
         return RedisUnavailable(f"Redis is unreachable for {self._describe()}: {exc}")
 
-    # -- sync ---------------------------------------------------------------------------------
     def drive(self, client: redis.Redis, steps: Steps[T]) -> T:
+        io = _requests(steps)
         try:
-            op = next(steps)
+            req = next(io)
             while True:
-                op = steps.send(self._execute(client, op))
+                try:
+                    result = self._perform(client, req)
+                except NoScriptError as exc:
+                    req = io.throw(exc)
+                else:
+                    req = io.send(result)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -91,40 +135,28 @@ class Driver:
                 raise
             raise self._unavailable(exc) from exc
 
-    def _execute(self, client: redis.Redis, op: Op) -> Any:
-        if isinstance(op, Batch):
-            return op.parse(self._execute_batch(client, op))
-        if isinstance(op, Call):
-            try:
-                raw = client.execute_command(*op.command())
-            except NoScriptError:
-                client.script_load(op.script.source)
-                raw = client.execute_command(*op.command())
-            return op.parse(raw)
-        return op.parse(client.execute_command(*op.command(), **op.options))
-
-    def _execute_batch(self, client: redis.Redis, batch: Batch) -> list[Any]:
+    @staticmethod
+    def _perform(client: redis.Redis, req: Request) -> Any:
+        if req[0] == "cmd":
+            return client.execute_command(*req[1], **req[2])
+        if req[0] == "load":
+            return client.script_load(req[1])
         pipe = client.pipeline(transaction=False)
-        for op in batch.ops:
-            assert not isinstance(op, Batch)
-            pipe.execute_command(*op.command(), **getattr(op, "options", {}))
-        replies = pipe.execute(raise_on_error=False)
-        out = []
-        for op, reply in zip(batch.ops, replies):
-            if isinstance(reply, NoScriptError) and isinstance(op, Call):
-                client.script_load(op.script.source)
-                reply = client.execute_command(*op.command())
-            elif isinstance(reply, Exception):
-                raise reply
-            out.append(op.parse(reply))
-        return out
+        for args, options in req[1]:
+            pipe.execute_command(*args, **options)
+        return pipe.execute(raise_on_error=False)
 
-    # -- async --------------------------------------------------------------------------------
     async def adrive(self, client: aredis.Redis, steps: Steps[T]) -> T:
+        io = _requests(steps)
         try:
-            op = next(steps)
+            req = next(io)
             while True:
-                op = steps.send(await self._aexecute(client, op))
+                try:
+                    result = await self._aperform(client, req)
+                except NoScriptError as exc:
+                    req = io.throw(exc)
+                else:
+                    req = io.send(result)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -132,30 +164,13 @@ class Driver:
                 raise
             raise self._unavailable(exc) from exc
 
-    async def _aexecute(self, client: aredis.Redis, op: Op) -> Any:
-        if isinstance(op, Batch):
-            return op.parse(await self._aexecute_batch(client, op))
-        if isinstance(op, Call):
-            try:
-                raw = await client.execute_command(*op.command())
-            except NoScriptError:
-                await client.script_load(op.script.source)
-                raw = await client.execute_command(*op.command())
-            return op.parse(raw)
-        return op.parse(await client.execute_command(*op.command(), **op.options))
-
-    async def _aexecute_batch(self, client: aredis.Redis, batch: Batch) -> list[Any]:
+    @staticmethod
+    async def _aperform(client: aredis.Redis, req: Request) -> Any:
+        if req[0] == "cmd":
+            return await client.execute_command(*req[1], **req[2])
+        if req[0] == "load":
+            return await client.script_load(req[1])
         pipe = client.pipeline(transaction=False)
-        for op in batch.ops:
-            assert not isinstance(op, Batch)
-            pipe.execute_command(*op.command(), **getattr(op, "options", {}))
-        replies = await pipe.execute(raise_on_error=False)
-        out = []
-        for op, reply in zip(batch.ops, replies):
-            if isinstance(reply, NoScriptError) and isinstance(op, Call):
-                await client.script_load(op.script.source)
-                reply = await client.execute_command(*op.command())
-            elif isinstance(reply, Exception):
-                raise reply
-            out.append(op.parse(reply))
-        return out
+        for args, options in req[1]:
+            pipe.execute_command(*args, **options)
+        return await pipe.execute(raise_on_error=False)
