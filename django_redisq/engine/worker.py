@@ -266,10 +266,6 @@ class Worker:
         self.exit_code = 1
         self._request_stop(graceful=True)
 
-    @property
-    def has_live_threads(self) -> bool:
-        return self._slots > 0
-
     # -- fetching -----------------------------------------------------------------------------
     async def _fetch_loop(self) -> None:
         opts = self.options
@@ -310,7 +306,8 @@ class Worker:
                 # dependents, retries, jobs enqueued by jobs) whose wake-up message is still
                 # on its way: write everything, then look at every queue once more.
                 await self._flushed()
-                if await self._maintain_all() or any(self._maybe.values()):
+                woke, _due = await self._maintain_all()
+                if woke or any(self._maybe.values()):
                     continue
                 if self._wrote_since_probe:
                     self._wrote_since_probe = False
@@ -561,22 +558,22 @@ class Worker:
                     await self._beat()
                     next_beat = now + opts.heartbeat
                 self._sched_wake.clear()
-                due_in = await self._maintain_all(return_next_due=True)
+                _woke, due_in = await self._maintain_all()
                 backoff = 0.1
             except (redis.RedisError, OSError) as exc:
                 backoff = await self._backoff("maintenance", exc, backoff)
                 continue
             timeout = max(0.0, next_beat - time.monotonic())
-            if opts.scheduler and isinstance(due_in, float):
+            if opts.scheduler and due_in is not None:
                 timeout = min(timeout, due_in)
             events = [self._beat_now, *([self._sched_wake] if opts.scheduler else [])]
             await self._wait_any(self._closed, *events, timeout=timeout)
 
-    async def _maintain_all(self, return_next_due: bool = False) -> Any:
+    async def _maintain_all(self) -> tuple[bool, float | None]:
         """Recover expired leases and promote due jobs on every queue.
 
-        Returns, for the burst loop, whether any job became claimable; with
-        ``return_next_due``, seconds until the earliest scheduled job (or ``None``).
+        Returns whether any job became claimable (the burst loop asks) and the seconds until
+        the earliest scheduled job, or ``None`` (the timer sleeps that long).
         """
         woke = False
         next_due: float | None = None
@@ -592,7 +589,7 @@ class Worker:
             if due_ms >= 0:
                 due = max(0.0, (due_ms - now_ms) / 1000)
                 next_due = due if next_due is None else min(next_due, due)
-        return next_due if return_next_due else woke
+        return woke, next_due
 
     async def _beat(self) -> None:
         # The heartbeat and a read of the suspension key go in one pipeline; when suspension
