@@ -53,6 +53,7 @@ local function push_scheduled(scheduled, channel, id, due)
 end
 
 -- Move a job hash into a terminal state: registry scored by expiry, hash expiring with it.
+-- Expired ids leave the registries in MAINTAIN (every heartbeat), not here on every job.
 local function terminate(key, registry, id, status, now, ttl)
   redis.call('HSET', key, 'status', status, 'ended_at', now)
   ttl = tonumber(ttl) or 0
@@ -65,7 +66,6 @@ local function terminate(key, registry, id, status, now, ttl)
     redis.call('PEXPIRE', key, ttl)
     redis.call('ZADD', registry, now + ttl, id)
   end
-  redis.call('ZREMRANGEBYSCORE', registry, '-inf', now)
 end
 
 -- Wake clients blocked in Job.get(): only when one registered (field 'w'), so the common
@@ -91,7 +91,7 @@ local function settle(q, id, ok)
     local item = table.remove(stack)
     local set = q[2] .. item[1]
     local members = redis.call('SMEMBERS', set)
-    redis.call('DEL', set)
+    if #members > 0 then redis.call('DEL', set) end
     for _, dep in ipairs(members) do
       local key = q[1] .. dep
       if is_job(key) and redis.call('HGET', key, 'status') == 'deferred' then
