@@ -558,14 +558,16 @@ def _pct(xs: list[float], p: float) -> float:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="one repetition, 5 s idle window")
+    ap.add_argument("--quick", action="store_true", help="one repetition")
     ap.add_argument("--reps", type=int, default=None, help="repetitions (default 3, quick 1)")
     ap.add_argument("--systems", default="", help="comma list of systems or rows "
                     f"({', '.join(MODULES)}); default all")
     ap.add_argument("--scenarios", default="", help=f"comma list of {', '.join(SCENARIOS)}")
     ap.add_argument("--n", type=int, default=N_JOBS, help="jobs for E and D scenarios")
     ap.add_argument("--sleep-jobs", type=int, default=N_SLEEP, help="jobs for S1")
-    ap.add_argument("--idle-seconds", type=float, default=None, help="I1 window (10; quick 5)")
+    ap.add_argument("--idle-seconds", type=float, default=10.0,
+                    help="I1 window (10 s, also with --quick: an idle worker of ours beats "
+                    "every 2 x HEARTBEAT, 10 s by default)")
     ap.add_argument("--redis-server", default=shutil.which("redis-server") or "redis-server")
     ap.add_argument("--outdir", type=Path, default=RESULTS)
     ap.add_argument("--no-chart", action="store_true")
@@ -576,8 +578,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "(<stamp>-profile-*.html/.txt next to the results)")
     args = ap.parse_args(argv)
     args.reps = args.reps or (1 if args.quick or args.profile else 3)
-    if args.idle_seconds is None:
-        args.idle_seconds = 5.0 if args.quick else 10.0
     if args.profile:
         if importlib.util.find_spec("pyinstrument") is None:
             ap.error("--profile needs pyinstrument (pip install pyinstrument)")

@@ -26,6 +26,7 @@ _EXPORTS = {
     "JobNotFound": "django_redisq.engine.errors",
     "QueueNotFound": "django_redisq.engine.errors",
     "RedisUnavailable": "django_redisq.engine.errors",
+    "NotReplicated": "django_redisq.engine.errors",
     "RedisQError": "django_redisq.engine.errors",
     "PayloadTooLarge": "django_redisq.engine.queue",
 }
@@ -41,6 +42,7 @@ if TYPE_CHECKING:  # explicit re-exports (``x as x``) for type checkers
     from .engine.errors import JobFailed as JobFailed
     from .engine.errors import JobNotFound as JobNotFound
     from .engine.errors import JobTimeout as JobTimeout
+    from .engine.errors import NotReplicated as NotReplicated
     from .engine.errors import QueueNotFound as QueueNotFound
     from .engine.errors import RedisQError as RedisQError
     from .engine.errors import RedisUnavailable as RedisUnavailable

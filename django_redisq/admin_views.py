@@ -38,11 +38,10 @@ from django.utils.http import urlencode
 
 from .conf import get_queue, queue_names, redisq_settings
 from .engine.errors import RedisQError
-from .engine.job import JobRecord, ms_to_datetime
+from .engine.job import JobRecord, codec, ms_to_datetime
 from .engine.keys import ACTIVE_STATES, STATES, TERMINAL_STATES, worker_key, workers_key
 from .engine.ops import Batch, Cmd, Steps
 from .engine.queue import Queue
-from .engine.serializers import get_serializer
 
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
@@ -63,6 +62,8 @@ MAX_SELECTED = 1000
 MAX_JOB_ID = 200
 #: Characters of arguments, results and tracebacks shown before cutting.
 MAX_TEXT = 100_000
+#: Seconds between reloads of a running job's admin page (progress, status).
+JOB_REFRESH_SECONDS = 2
 
 #: Which actions apply to jobs in which state.
 REQUEUEABLE = ("failed", "canceled")
@@ -767,13 +768,13 @@ def job_view(request: HttpRequest, model_admin: AnyAdmin, queue: str,
     args_error = result_error = why_not or ""
     if not why_not:
         try:
-            args, kwargs = rec.call()
+            args, kwargs = rec.call(q.serializer.name)
             args_text, kwargs_text = pretty(args), pretty(kwargs)
         except RedisQError as exc:
             args_error = f"The arguments cannot be decoded: {plain(str(exc))}"
         if rec.result is not None:
             try:
-                result_text = pretty(get_serializer(rec.serializer).loads(rec.result))
+                result_text = pretty(codec(rec.serializer, q.serializer.name).loads(rec.result))
             except Exception as exc:
                 result_error = f"The result cannot be decoded: {plain(str(exc))}"
     errors = []
@@ -798,7 +799,11 @@ def job_view(request: HttpRequest, model_admin: AnyAdmin, queue: str,
         worker=plain(rec.worker or ""), deaths=rec.deaths,
         cancel_requested=rec.cancel_requested,
         retry_text=pretty(rec.retry) if rec.retry else "",
+        limits_text=plain(rec.limits_text),
         meta_text=pretty(rec.meta) if rec.meta else "",
+        progress_percent=None if rec.progress is None else round(rec.progress * 100, 1),
+        progress_message=_cut(rec.progress_message or "", 1000),
+        refresh_seconds=JOB_REFRESH_SECONDS if rec.status == "started" else 0,
         args_text=args_text, kwargs_text=kwargs_text, args_error=args_error,
         result_text=result_text, result_error=result_error if rec.result is not None else "",
         has_result=rec.result is not None, errors=list(reversed(errors)),

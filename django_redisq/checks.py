@@ -53,3 +53,21 @@ def check_cron(app_configs: Sequence[AppConfig] | None = None,
                      'weekday) or an alias like "@hourly"; use "every": seconds for '
                      'sub-minute intervals.'))
     return errors
+
+
+@checks.register(TAG)
+def check_metrics(app_configs: Sequence[AppConfig] | None = None,
+                  **kwargs: Any) -> list[checks.CheckMessage]:
+    """Metrics configured (``METRICS_TOKEN`` set or ``metrics_view`` mounted) need
+    prometheus-client."""
+    from . import metrics
+
+    if metrics.available():
+        return []
+    parsed, _ = validate()
+    if parsed.metrics_token is None and not metrics.url_mounted():
+        return []
+    return [checks.Error(
+        "django_redisq.metrics is configured (REDISQ[\"METRICS_TOKEN\"] or metrics_view in "
+        "urls.py) but prometheus-client is not installed.",
+        hint=f"Install the extra: {metrics.INSTALL_HINT}.", id="django_redisq.E013")]

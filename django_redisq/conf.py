@@ -12,7 +12,9 @@ Read the Redis URL from the environment with django-environ, so secrets stay out
         "SERIALIZER": "json",
     }
 
-A URL may also be the ``ParseResult`` that ``env.url(...)`` returns. When ``REDISQ`` has no
+A URL may also be the ``ParseResult`` that ``env.url(...)`` returns. Instead of a URL, a queue
+may give ``SENTINEL`` (a master found through Redis Sentinel) or ``CLUSTER`` (a Redis Cluster);
+see ``SENTINEL_KEYS`` and ``CLUSTER_KEYS``. When ``REDISQ`` has no
 ``QUEUES``, a django-rq ``RQ_QUEUES`` dict is read instead (HOST/PORT/DB/PASSWORD or URL
 entries), so a project migrates by changing ``INSTALLED_APPS``; top-level ``REDISQ`` options
 still apply.
@@ -37,7 +39,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from redis.connection import parse_url
 
-from .engine.connection import RedisConnection, mask_url
+from .engine.connection import ClusterConfig, RedisConnection, SentinelConfig, mask_url
 from .engine.errors import QueueNotFound
 from .engine.queue import (
     DEFAULT_FAILURE_TTL,
@@ -131,6 +133,11 @@ TOP_LEVEL: dict[str, tuple[Any, Spec]] = {
     "CONCURRENCY": (10, POS_INT),
     "CRON": ([], Spec("a list", lambda v: isinstance(v, (list, tuple)), "[]")),
     "MODE": ("normal", Spec('"normal" or "eager"', lambda v: v in MODES, '"normal"', "E010")),
+    "OUTBOX_POLL_INTERVAL": (1.0, SECONDS),
+    "OUTBOX_RELAY_AFTER": (5.0, GRACE),
+    "METRICS_TOKEN": (None, Spec("a non-empty string or None",
+                                 lambda v: v is None or (isinstance(v, str) and bool(v)),
+                                 'env("REDISQ_METRICS_TOKEN")', secret=True)),
 }
 
 #: Keys of one ``REDISQ["QUEUES"]`` entry.
@@ -138,6 +145,52 @@ QUEUE_KEYS: dict[str, Spec] = {
     "URL": URL, "HOST": HOST, "PORT": PORT, "DB": DB, "USERNAME": OPT_STR, "PASSWORD": OPT_STR,
     "SSL": BOOL, "DEFAULT_TIMEOUT": SECONDS, "RESULT_TTL": RESULT_TTL,
     "FAILURE_TTL": FAILURE_TTL, "CONNECTION_KWARGS": KWARGS, "SENTINEL": DICT, "CLUSTER": DICT,
+    "OUTBOX": BOOL,
+    "WAIT_REPLICAS": Spec("a number of replicas, 0 or more", lambda v: _int(v) and v >= 0, "1"),
+    "WAIT_TIMEOUT_MS": Spec("a positive number of milliseconds", lambda v: _int(v) and v > 0,
+                            "500"),
+}
+
+SENTINEL_EXAMPLE = ('{"SENTINELS": [("10.0.0.1", 26379), ("10.0.0.2", 26379)], '
+                    '"SERVICE_NAME": "mymaster"}')
+CLUSTER_EXAMPLE = '{"NODES": ["10.0.0.1:7000", "10.0.0.2:7000"]}'
+
+
+def _address(v: Any) -> bool:
+    """A (host, port) pair or a "host:port" string."""
+    if isinstance(v, str):
+        host, _, port = v.rpartition(":")
+        return bool(host) and port.isdigit() and 0 < int(port) < 65536
+    return (isinstance(v, (list, tuple)) and len(v) == 2 and isinstance(v[0], str)
+            and bool(v[0]) and _int_like(v[1]) and 0 < int(v[1]) < 65536)
+
+
+def _addresses(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and bool(v) and all(_address(a) for a in v)
+
+
+def _parse_address(v: Any) -> tuple[str, int]:
+    if isinstance(v, str):
+        host, _, port = v.rpartition(":")
+        return host.strip("[]"), int(port)
+    return str(v[0]), int(v[1])
+
+
+ADDRESSES = Spec('a non-empty list of (host, port) pairs or "host:port" strings', _addresses,
+                 '[("10.0.0.1", 26379), "10.0.0.2:26379"]', "E013")
+#: Keys of a queue's ``SENTINEL`` dict.
+SENTINEL_KEYS: dict[str, Spec] = {
+    "SENTINELS": ADDRESSES,
+    "SERVICE_NAME": Spec("a non-empty string: the master's name in the sentinels' "
+                         "configuration", lambda v: isinstance(v, str) and bool(v),
+                         '"mymaster"', "E013"),
+    "DB": DB, "USERNAME": OPT_STR, "PASSWORD": OPT_STR, "SENTINEL_KWARGS": KWARGS,
+}
+#: Keys of a queue's ``CLUSTER`` dict.
+CLUSTER_KEYS: dict[str, Spec] = {
+    "NODES": Spec('a non-empty list of "host:port" strings or (host, port) pairs', _addresses,
+                  '["10.0.0.1:7000", "10.0.0.2:7000"]', "E013"),
+    "USERNAME": OPT_STR, "PASSWORD": OPT_STR,
 }
 
 #: Keys django-rq documents for an ``RQ_QUEUES`` entry.
@@ -164,6 +217,8 @@ RQ_SPELLINGS = {
     "SENTINELS": '"SENTINEL": {...}',
     "MASTER_NAME": '"SENTINEL": {...}',
 }
+#: django-rq spellings inside a ``SENTINEL`` dict.
+SENTINEL_SPELLINGS = {"MASTER_NAME": '"SERVICE_NAME"'}
 
 
 # -- parsed settings --------------------------------------------------------------------------
@@ -178,11 +233,23 @@ class QueueSettings:
     result_ttl: float
     failure_ttl: float
     setting: str  # where it was configured, e.g. 'REDISQ["QUEUES"]["high"]'
-    sentinel: dict[str, Any] | None = None  # accepted and stored; connections use URL for now
-    cluster: dict[str, Any] | None = None
+    #: Jobs enqueued inside a transaction go through the transactional outbox table.
+    outbox: bool = False
+    #: The master found through these sentinels (``url`` is then empty).
+    sentinel: SentinelConfig | None = None
+    #: The Redis Cluster of these startup nodes (``url`` is then empty).
+    cluster: ClusterConfig | None = None
+    #: After each enqueue, wait until this many replicas have it (``WAIT``); 0: do not wait.
+    wait_replicas: int = 0
+    wait_timeout_ms: int = 1000
 
     @property
     def masked_url(self) -> str:
+        """Where the queue's Redis is, without secrets."""
+        if self.sentinel is not None:
+            return self.sentinel.describe()
+        if self.cluster is not None:
+            return self.cluster.describe()
         return mask_url(self.url)
 
 
@@ -206,6 +273,10 @@ class Settings:
     concurrency: int = 10
     cron: list[Any] = field(default_factory=list)
     mode: str = "normal"
+    outbox_poll_interval: float = 1.0
+    outbox_relay_after: float = 5.0
+    #: Bearer token that lets a scraper read the metrics view without a staff session.
+    metrics_token: str | None = None
     source: str = 'REDISQ["QUEUES"]'  # or "RQ_QUEUES"
 
 
@@ -360,7 +431,9 @@ class _Validator:
             lease=float(top["LEASE"]), max_deaths=top["MAX_DEATHS"],
             shutdown_grace=float(top["SHUTDOWN_GRACE"]), heartbeat=float(top["HEARTBEAT"]),
             concurrency=top["CONCURRENCY"], cron=list(top["CRON"]), mode=top["MODE"],
-            source=source,
+            outbox_poll_interval=float(top["OUTBOX_POLL_INTERVAL"]),
+            outbox_relay_after=float(top["OUTBOX_RELAY_AFTER"]),
+            metrics_token=top["METRICS_TOKEN"], source=source,
         )
 
     def queue(self, source: str, name: Any, conf: Any, rq: bool,
@@ -405,15 +478,53 @@ class _Validator:
             self.warning("W002", f'{label}["QUEUE_CLASS"] is ignored: django-redisq queues are '
                          "not RQ queue classes.", "Remove it.")
 
-        url = self.url(label, vals, rq)
-        if url is None:
-            if not any(k in conf for k in ("URL", "HOST", "UNIX_SOCKET_PATH")):
-                other = [k for k in ("SENTINEL", "CLUSTER", "SENTINELS") if k in conf]
-                note = (f" django-redisq accepts {', '.join(other)} but does not connect "
-                        "through it yet, so a URL is still needed." if other else "")
-                self.error("E003", f"{label} has no URL (or HOST), so it names no Redis server.",
-                           f'Add "URL": env("REDIS_URL", default="redis://127.0.0.1:6379/0") '
-                           f'to {label}.{note}')
+        server_keys = [k for k in ("URL", "HOST", "UNIX_SOCKET_PATH") if k in conf]
+        deployments = [k for k in (("SENTINELS",) if rq else ("SENTINEL", "CLUSTER"))
+                       if k in conf]
+        if rq and deployments and server_keys:
+            self.warning("W002", f"{label} has SENTINELS, so {', '.join(server_keys)} is "
+                         "ignored: the master is found through the sentinels (as django-rq "
+                         "does).", f"Remove {', '.join(server_keys)} from {label}.")
+            server_keys = []
+        if (server_keys and deployments) or len(deployments) > 1:
+            both = [*server_keys, *deployments]
+            self.error("E013", f"{label} names its Redis in more than one way: "
+                       f"{', '.join(both)}.",
+                       "Keep one: URL (or HOST) for a single server, SENTINEL for a master "
+                       "watched by Redis Sentinel, or CLUSTER for a Redis Cluster.")
+            return None
+        sentinel = cluster = None
+        url: str | None = ""
+        if deployments and not rq:
+            misplaced = [k for k in ("PORT", "DB", "USERNAME", "PASSWORD", "SSL") if k in conf]
+            if misplaced:
+                self.error("E013", f"{label} has {', '.join(misplaced)} next to "
+                           f"{deployments[0]}; those go with HOST only.",
+                           f"Move USERNAME, PASSWORD (and DB for SENTINEL) inside "
+                           f'{label}["{deployments[0]}"]; for TLS set "CONNECTION_KWARGS": '
+                           '{"ssl": True}. A Redis Cluster has database 0 only.')
+                return None
+        if rq and "SENTINELS" in vals:
+            sentinel = self.rq_sentinel(label, vals)
+        elif "SENTINEL" in vals:
+            sentinel = self.sentinel(label, vals["SENTINEL"])
+        elif "CLUSTER" in vals:
+            cluster = self.cluster(label, vals["CLUSTER"])
+        elif not deployments:
+            url = self.url(label, vals, rq)
+            if url is None:
+                if not server_keys:
+                    self.error("E003", f"{label} has no URL (or HOST), so it names no Redis "
+                               "server.",
+                               f'Add "URL": env("REDIS_URL", default="redis://127.0.0.1:6379/0")'
+                               f' to {label}, or "SENTINEL" or "CLUSTER" (see the README).')
+                return None
+        if url is None or (deployments and sentinel is None and cluster is None):
+            return None  # its problems are reported
+        if vals.get("WAIT_REPLICAS") and cluster is not None:
+            self.error("E013", f'{label}["WAIT_REPLICAS"] is not supported with CLUSTER: WAIT '
+                       "counts the replicas of one node, and a queue's node can change.",
+                       f'Remove "WAIT_REPLICAS" from {label}, or use SENTINEL.')
             return None
 
         options: dict[str, Any] = {}
@@ -423,18 +534,80 @@ class _Validator:
             options["ssl_cert_reqs"] = vals["SSL_CERT_REQS"]
         options.update(vals.get("REDIS_CLIENT_KWARGS", {}))
         options.update(vals.get("CONNECTION_KWARGS", {}))
-        sentinel = vals.get("SENTINEL")
-        if rq and any(k in vals for k in ("SENTINELS", "MASTER_NAME", "SENTINEL_KWARGS")):
-            sentinel = {k: vals[k] for k in ("SENTINELS", "MASTER_NAME", "SENTINEL_KWARGS")
-                        if k in vals}
         result_ttl = vals.get("DEFAULT_RESULT_TTL" if rq else "RESULT_TTL", top["RESULT_TTL"])
         return QueueSettings(
-            name=name, url=url, connection_kwargs=options, setting=label,
+            name=name, url=url or "", connection_kwargs=options, setting=label,
             default_timeout=float(vals.get("DEFAULT_TIMEOUT", top["DEFAULT_TIMEOUT"])),
             result_ttl=float(result_ttl),
             failure_ttl=float(vals.get("FAILURE_TTL", top["FAILURE_TTL"])),
-            sentinel=sentinel, cluster=vals.get("CLUSTER"),
+            sentinel=sentinel, cluster=cluster, outbox=bool(vals.get("OUTBOX")),
+            wait_replicas=vals.get("WAIT_REPLICAS", 0),
+            wait_timeout_ms=vals.get("WAIT_TIMEOUT_MS", 1000),
         )
+
+    def _sub(self, label: str, raw: Any, known: dict[str, Spec], example: str,
+             spellings: dict[str, str]) -> dict[str, Any] | None:
+        """The checked keys of a SENTINEL or CLUSTER dict, or None after reporting."""
+        ok = True
+        vals: dict[str, Any] = {}
+        for key, value in raw.items():
+            if not isinstance(key, str) or key not in known:
+                hint = _did_you_mean(key, known)
+                if key in spellings:
+                    hint = f"Write {spellings[key]} instead of {key}. " + hint
+                self.error("E013", f"{label}{_key(key)} is not an option here.", hint)
+                ok = False
+            elif self.check(f"{label}{_key(key)}", value, known[key]):
+                vals[key] = value
+            else:
+                ok = False
+        required = next(iter(known))
+        if ok and required not in vals:
+            self.error("E013", f'{label} has no "{required}".', f"Write {label} = {example}.")
+            ok = False
+        return vals if ok else None
+
+    def sentinel(self, label: str, raw: Any) -> SentinelConfig | None:
+        label = f'{label}["SENTINEL"]'
+        vals = self._sub(label, raw, SENTINEL_KEYS, SENTINEL_EXAMPLE, SENTINEL_SPELLINGS)
+        if vals is None:
+            return None
+        if "SERVICE_NAME" not in vals:
+            self.error("E013", f'{label} has no "SERVICE_NAME" (the master\'s name in the '
+                       "sentinels' configuration).", f"Write {label} = {SENTINEL_EXAMPLE}.")
+            return None
+        return SentinelConfig(
+            sentinels=tuple(_parse_address(a) for a in vals["SENTINELS"]),
+            service_name=vals["SERVICE_NAME"], db=int(vals.get("DB", 0)),
+            username=vals.get("USERNAME"), password=vals.get("PASSWORD"),
+            sentinel_kwargs=dict(vals.get("SENTINEL_KWARGS", {})))
+
+    def rq_sentinel(self, label: str, vals: dict[str, Any]) -> SentinelConfig | None:
+        """django-rq's SENTINELS/MASTER_NAME/SENTINEL_KWARGS next to DB/USERNAME/PASSWORD."""
+        if "SENTINELS" not in vals:
+            return None  # reported by check()
+        if not _addresses(vals["SENTINELS"]):
+            self.error("E013", f'{label}["SENTINELS"] must be {ADDRESSES.what}.',
+                       f"Set it to e.g. {ADDRESSES.example}.")
+            return None
+        if not vals.get("MASTER_NAME"):
+            self.error("E013", f'{label} has SENTINELS but no "MASTER_NAME".',
+                       f'Add "MASTER_NAME": "mymaster" (the name the sentinels monitor) to '
+                       f"{label}.")
+            return None
+        return SentinelConfig(
+            sentinels=tuple(_parse_address(a) for a in vals["SENTINELS"]),
+            service_name=vals["MASTER_NAME"], db=int(vals.get("DB", 0)),
+            username=vals.get("USERNAME"), password=vals.get("PASSWORD") or None,
+            sentinel_kwargs=dict(vals.get("SENTINEL_KWARGS", {})))
+
+    def cluster(self, label: str, raw: Any) -> ClusterConfig | None:
+        label = f'{label}["CLUSTER"]'
+        vals = self._sub(label, raw, CLUSTER_KEYS, CLUSTER_EXAMPLE, {})
+        if vals is None:
+            return None
+        return ClusterConfig(nodes=tuple(_parse_address(a) for a in vals["NODES"]),
+                             username=vals.get("USERNAME"), password=vals.get("PASSWORD"))
 
     def url(self, label: str, vals: dict[str, Any], rq: bool) -> str | None:
         """The queue's Redis URL from URL, UNIX_SOCKET_PATH or HOST/PORT/..., or None."""
@@ -485,7 +658,7 @@ def validate() -> tuple[Settings, list[Problem]]:
 _lock = threading.RLock()
 _settings: Settings | None = None
 _queues: dict[str, Queue] = {}
-_connections: dict[tuple[str, str], RedisConnection] = {}
+_connections: dict[tuple[str, ...], RedisConnection] = {}
 
 
 def clear_cache() -> None:
@@ -546,14 +719,17 @@ def get_queue(name: str = "default") -> Queue:
             return queue
         conf = redisq_settings()
         qs = _queue_settings(name)
-        key = (qs.url, repr(sorted(qs.connection_kwargs.items(), key=lambda kv: kv[0])))
+        key = (qs.url, repr(qs.sentinel), repr(qs.cluster),
+               repr(sorted(qs.connection_kwargs.items(), key=lambda kv: kv[0])))
         connection = _connections.get(key)
         if connection is None:
-            connection = _connections[key] = RedisConnection(qs.url, **qs.connection_kwargs)
+            connection = _connections[key] = RedisConnection(
+                qs.url, sentinel=qs.sentinel, cluster=qs.cluster, **qs.connection_kwargs)
         queue = _queues[name] = Queue(
             name, connection, prefix=conf.key_prefix, serializer=conf.serializer,
             default_timeout=qs.default_timeout, result_ttl=qs.result_ttl,
             failure_ttl=qs.failure_ttl, max_payload_bytes=conf.max_payload_bytes,
+            wait_replicas=qs.wait_replicas, wait_timeout_ms=qs.wait_timeout_ms,
         )
         return queue
 
@@ -561,6 +737,16 @@ def get_queue(name: str = "default") -> Queue:
 def all_queues() -> list[Queue]:
     """Every configured queue, in settings order."""
     return [get_queue(name) for name in queue_names()]
+
+
+def outbox_queues() -> list[str]:
+    """Names of the queues configured with ``"OUTBOX": True``."""
+    return [name for name, qs in redisq_settings().queues.items() if qs.outbox]
+
+
+def uses_outbox(name: str) -> bool:
+    """Whether queue ``name`` sends jobs enqueued in a transaction through the outbox."""
+    return _queue_settings(name).outbox
 
 
 def masked_url(name: str = "default") -> str:
@@ -576,7 +762,9 @@ __all__ = [
     "clear_cache",
     "get_queue",
     "masked_url",
+    "outbox_queues",
     "queue_names",
     "redisq_settings",
+    "uses_outbox",
     "validate",
 ]

@@ -16,6 +16,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 from django.db import transaction
 
 from .engine.job import Job
+from .engine.limits import KeySpec, Limits, make_limits
 from .engine.queue import Prepared
 from .engine.registry import function_name, registry
 from .engine.retry import Retry
@@ -31,12 +32,15 @@ _OPTION_NAMES = ("queue", "delay", "at", "priority", "job_id", "timeout", "retry
 class JobFunction(Generic[P, R]):
     """A registered job function. ``R`` is the job's result type (what ``Job.get()`` returns)."""
 
-    def __init__(self, func: Callable[..., Any], name: str, options: dict[str, Any]) -> None:
+    def __init__(self, func: Callable[..., Any], name: str, options: dict[str, Any],
+                 limits: Limits | None = None) -> None:
         self.func = func
         self.name = name
         self.options = options
         self.is_async = inspect.iscoroutinefunction(func)
         self.signature = inspect.signature(func)
+        #: Concurrency and rate limits, enforced by workers (``None``: none).
+        self.limits = limits
         functools.update_wrapper(cast(Any, self), func)
 
     def __repr__(self) -> str:
@@ -73,6 +77,10 @@ class JobFunction(Generic[P, R]):
     # -- enqueueing ---------------------------------------------------------------------------
     def prepare(self, *args: P.args, **kwargs: P.kwargs) -> Prepared:
         """Check and encode a call without sending it; raises ``TypeError`` on bad arguments."""
+        return self._prepare(args, kwargs)
+
+    def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 outbox: str | None = None) -> Prepared:
         try:
             self.signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -93,7 +101,8 @@ class JobFunction(Generic[P, R]):
                 retry=opts.get("retry"), result_ttl=opts.get("result_ttl"),
                 failure_ttl=opts.get("failure_ttl"), meta=opts.get("meta"),
                 arg_names=positional, depends_on=opts.get("depends_on"),
-                run_anyway=bool(opts.get("run_anyway")),
+                run_anyway=bool(opts.get("run_anyway")), outbox=outbox,
+                limits=self.limits,
             )
         except TypeError as exc:
             raise TypeError(f"{self.name}(): {exc}") from None
@@ -106,13 +115,28 @@ class JobFunction(Generic[P, R]):
             on_commit = redisq_settings().enqueue_on_commit
         return bool(on_commit) and transaction.get_connection().in_atomic_block
 
+    def _use_outbox(self) -> bool:
+        """An outbox queue, inside a transaction, unless ``.using(on_commit=False)``."""
+        from .conf import uses_outbox
+
+        return (self.options.get("on_commit") is not False
+                and transaction.get_connection().in_atomic_block
+                and uses_outbox(self.queue_name))
+
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """Enqueue a call. Inside ``transaction.atomic()`` (with ``ENQUEUE_ON_COMMIT``) the job
         is sent when the transaction commits, and never if it rolls back; the handle's
-        ``status`` is ``None`` until then."""
-        prepared = self.prepare(*args, **kwargs)
+        ``status`` is ``None`` until then. On a queue with ``"OUTBOX": True`` the job is
+        written to the outbox table in the transaction, so a crash right after the commit
+        cannot lose it."""
         if self._eager():
-            return self._run_eager(prepared)
+            return self._run_eager(self.prepare(*args, **kwargs))
+        if self._use_outbox():
+            from . import outbox
+
+            token = outbox.new_token()
+            return outbox.enqueue(self._prepare(args, kwargs, outbox=token), token, self.name)
+        prepared = self.prepare(*args, **kwargs)
         if self._defer_to_commit():
             transaction.on_commit(prepared.send)
             return Job(prepared.queue, prepared.id)
@@ -122,9 +146,9 @@ class JobFunction(Generic[P, R]):
         """``delay()`` for async code: the job is sent with the asyncio Redis client."""
         prepared = self.prepare(*args, **kwargs)
         if self._eager():
-            from asgiref.sync import sync_to_async
+            from .testing import arun_eager
 
-            return await sync_to_async(self._run_eager)(prepared)
+            return await arun_eager(prepared)
         return await prepared.asend()
 
     # Alias kept for django-rq users.
@@ -186,6 +210,10 @@ def job(
     on_commit: bool | None = None,
     name: str | None = None,
     cron: str | None = None,
+    limit_key: KeySpec | None = None,
+    max_concurrency: int | None = None,
+    rate_limit: str | None = None,
+    rate_burst: int | None = None,
 ) -> _Decorator: ...
 
 
@@ -202,8 +230,18 @@ def job(
     on_commit: bool | None = None,
     name: str | None = None,
     cron: str | None = None,
+    limit_key: KeySpec | None = None,
+    max_concurrency: int | None = None,
+    rate_limit: str | None = None,
+    rate_burst: int | None = None,
 ) -> Any:
     """Register a function as a job: ``@job``, ``@job("high")``, ``@job("high", timeout=30)``.
+
+    Limits, enforced by every worker of the queue through Redis: ``max_concurrency`` jobs of
+    one ``limit_key`` run at once, and ``rate_limit`` (``"N/s"``, ``"N/m"``, ``"N/h"``, bursts
+    of ``rate_burst``) caps how often they start. ``limit_key`` is a str, or a function of the
+    job's arguments (taken by parameter name) that returns one, called at enqueue; without it
+    the limits apply to the function as a whole.
 
     Raises ``ValueError`` at decoration time for functions a worker could not find by name
     (lambdas, functions defined inside functions) and for invalid options.
@@ -230,10 +268,13 @@ def job(
         if not callable(func):
             raise TypeError(f"@job decorates a function, got {func!r}")
         job_name = name or function_name(func)
+        limits = make_limits(job_name, inspect.signature(func), limit_key=limit_key,
+                             max_concurrency=max_concurrency, rate_limit=rate_limit,
+                             rate_burst=rate_burst)
         cls = AsyncJobFunction if inspect.iscoroutinefunction(func) else SyncJobFunction
         given = {k: v for k, v in options.items() if v is not None}
-        jf: JobFunction[Any, Any] = cls(func, job_name, given)
-        registry.register(func, job_name, job=jf)
+        jf: JobFunction[Any, Any] = cls(func, job_name, given, limits)
+        registry.register(func, job_name, job=jf, limits=limits)
         return jf
 
     return decorate

@@ -11,6 +11,7 @@ An entry of ``REDISQ["CRON"]``::
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
@@ -68,4 +69,7 @@ def load_schedules() -> list[Schedule]:
         if expr and jf is not None:
             out.append(Schedule(name=name, func=name, queue=jf.queue_name,
                                 cron=CronExpr.parse(expr), tz=get_timezone(settings.TIME_ZONE)))
-    return out
+    # Periodic jobs keep the limits their function declares (its key function runs when the
+    # scheduler enqueues a tick).
+    return [replace(s, limits=registry.get(s.func).options.get("limits"))
+            if s.func in registry else s for s in out]

@@ -6,8 +6,8 @@ one. ``suspend()`` / ``resume()`` set or delete the suspension key on every depl
 tell the workers at once (a ``b"p"`` message on each queue's wake channel), so they need not
 wait for their next heartbeat to notice.
 
-A worker is *live* when its last heartbeat (Redis server time) is at most 3 x ``HEARTBEAT``
-old and its hash has not expired.
+A worker is *live* when its last heartbeat (Redis server time) is at most 4 x ``HEARTBEAT``
+old (idle workers beat every 2 x ``HEARTBEAT``) and its hash has not expired.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from .conf import all_queues, get_queue, redisq_settings
 from .engine.keys import STATES, suspended_key, worker_key, workers_key
 from .engine.ops import Batch, Cmd, Steps
 from .engine.queue import Queue
+from .engine.worker import IDLE_BEAT
 
 #: Most workers read per Redis deployment (the most recent heartbeats first).
 MAX_WORKERS = 1000
@@ -118,7 +119,9 @@ def _server_ms(reply: Any) -> int:
 def _worker(name: str, beat_ms: int, now_ms: int, stale_ms: int,
             raw: dict[Any, Any]) -> WorkerStatus:
     h = {_text(k): _text(v) for k, v in raw.items()}
-    last = _int(h.get("last_beat"), beat_ms)
+    # The set's score is the latest beat; the hash's last_beat is when its fields last
+    # changed (an idle worker's beat does not rewrite them).
+    last = max(_int(h.get("last_beat"), beat_ms), beat_ms)
     alive = bool(h) and now_ms - last <= stale_ms
     w = WorkerStatus(name=name, alive=alive, last_beat_ms=last,
                      age=max(0, now_ms - last) / 1000)
@@ -164,7 +167,8 @@ def snapshot(queue_names: Sequence[str] | None = None, *,
     """Counts of ``queue_names`` (default: every configured queue) and the workers and
     suspension of every configured Redis deployment: two round trips per deployment."""
     conf = redisq_settings()
-    stale_ms = int(conf.heartbeat * 3 * 1000)
+    # Idle workers beat every IDLE_BEAT heartbeats: dead after two of those missed.
+    stale_ms = int(conf.heartbeat * IDLE_BEAT * 2 * 1000)
     wanted = [get_queue(n) for n in queue_names] if queue_names is not None else all_queues()
     out = Snapshot(time_ms=0, queues={}, workers=[], workers_total=0, suspended=False,
                    suspended_for=None, stale_after=stale_ms / 1000)

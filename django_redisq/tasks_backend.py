@@ -39,6 +39,7 @@ import contextlib
 import inspect
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -56,11 +57,10 @@ from django.utils.module_loading import import_string
 
 from .engine.context import current_job
 from .engine.errors import QueueNotFound, RedisQError
-from .engine.job import JobRecord, ms_to_datetime
+from .engine.job import JobRecord, codec, ms_to_datetime
 from .engine.queue import Prepared, Queue
 from .engine.registry import registry
-from .engine.retry import class_path
-from .engine.serializers import get_serializer
+from .engine.retry import Retry, class_path
 
 #: Registered job names of tasks start with this, then the task's module path.
 PREFIX = "task:"
@@ -76,6 +76,63 @@ STATUS = {
 }
 
 OPTIONS = {"ENQUEUE_ON_COMMIT": (bool, "True or False")}
+
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedisQTask(Task):  # type: ignore[type-arg]
+    """A ``Task`` with the engine's own options, the backend's ``task_class``.
+
+    On Django 6.1+, ``@task(retry=..., timeout=..., job_id=...)`` passes them here; on 6.0,
+    set them with ``.using(...)``. ``retry`` is a :class:`django_redisq.Retry`; ``timeout`` is
+    in seconds; ``job_id`` makes the task unique: a string (one active job of this task at a
+    time) or a function of the task's arguments returning one (one per argument value). While
+    a job with that id is queued, scheduled or running, enqueueing again sends nothing and
+    returns a result with the same id.
+    """
+
+    retry: Retry | None = None
+    timeout: float | None = None
+    job_id: str | Callable[..., str] | None = None
+
+    def using(  # type: ignore[override]
+        self,
+        *,
+        priority: int | None = None,
+        queue_name: str | None = None,
+        run_after: datetime | None = None,
+        backend: str | None = None,
+        retry: Retry | None = _UNSET,
+        timeout: float | None = _UNSET,
+        job_id: str | Callable[..., str] | None = _UNSET,
+    ) -> RedisQTask:
+        """Django's ``using`` plus the engine's options (``None`` clears one)."""
+        task: Task[Any, Any] = Task.using(self, priority=priority, queue_name=queue_name,
+                                          run_after=run_after, backend=backend)
+        changes: dict[str, Any] = {name: value for name, value in
+                   (("retry", retry), ("timeout", timeout), ("job_id", job_id))
+                   if value is not _UNSET}
+        return replace(task, **changes) if changes else task  # type: ignore[return-value]
+
+
+def _validate_options(task: RedisQTask) -> None:
+    """Bad engine options raise ``InvalidTask`` when the task is declared, naming the fix."""
+    where = f"Task {task.module_path}"
+    if task.retry is not None and not isinstance(task.retry, Retry):
+        raise InvalidTask(f"{where}: retry must be a django_redisq.Retry, e.g. "
+                          f"retry=Retry(max=3, delay=5), got {task.retry!r}.")
+    timeout = task.timeout
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or timeout <= 0):
+        raise InvalidTask(f"{where}: timeout must be a number of seconds > 0, got {timeout!r}.")
+    job_id = task.job_id
+    if job_id is None or callable(job_id):
+        return
+    if not isinstance(job_id, str) or not job_id or len(job_id) > 200:
+        raise InvalidTask(f"{where}: job_id must be a non-empty string of at most 200 "
+                          f"characters or a function of the task's arguments returning one, "
+                          f"got {job_id!r}.")
 
 
 def job_name(task: Task[..., Any]) -> str:
@@ -101,10 +158,17 @@ def _task_error(exc: BaseException) -> TaskError:
                      traceback="".join(traceback.format_exception(exc)))
 
 
+def _site_serializer() -> str:
+    """The serializer this site chose: the only one besides JSON that job data may use."""
+    from .conf import redisq_settings
+
+    return redisq_settings().serializer
+
+
 def to_result(record: JobRecord, task: Task[..., Any], alias: str) -> TaskResult[..., Any]:
     """A ``TaskResult`` from a job record (as stored in Redis, or as a worker claimed it)."""
     try:
-        args, kwargs = record.call()
+        args, kwargs = record.call(_site_serializer())
     except RedisQError:
         args, kwargs = [], {}
     errors = [
@@ -131,7 +195,7 @@ def to_result(record: JobRecord, task: Task[..., Any], alias: str) -> TaskResult
         worker_ids=worker_ids,
     )
     if record.status == "finished":
-        value = get_serializer(record.serializer).loads(record.result or b"null")
+        value = codec(record.serializer, _site_serializer()).loads(record.result or b"null")
         object.__setattr__(result, "_return_value", value)
     return result
 
@@ -198,6 +262,7 @@ def _runner(task: Task[..., Any], sender: type[BaseTaskBackend]) -> Callable[...
 class RedisQBackend(BaseTaskBackend):
     """Tasks become django-redisq jobs in the REDISQ queues named by ``QUEUES``."""
 
+    task_class = RedisQTask
     supports_defer = True
     supports_async_task = True
     supports_get_result = True
@@ -229,6 +294,8 @@ class RedisQBackend(BaseTaskBackend):
         ``run_after``, ``context`` first parameter), then register the task's runner, so that a
         worker that imported the task's module can run its jobs."""
         super().validate_task(task)
+        if isinstance(task, RedisQTask):
+            _validate_options(task)
         registry.register(_runner(task, type(self)), job_name(task), task=task)
 
     def _queue(self, task: Task[..., Any]) -> Queue:
@@ -259,13 +326,29 @@ class RedisQBackend(BaseTaskBackend):
         if run_after is not None and timezone.is_naive(run_after):
             run_after = timezone.make_aware(run_after)  # USE_TZ = False: the default time zone
         meta: dict[str, Any] = {"backend": self.alias}
+        options: dict[str, Any] = {}
+        if isinstance(task, RedisQTask):
+            options = {"retry": task.retry, "timeout": task.timeout,
+                       "job_id": self._job_id(task, args, kwargs)}
         prepared = self._queue(task).prepare(
-            job_name(task), args, kwargs, at=run_after, priority=int(task.priority), meta=meta)
+            job_name(task), args, kwargs, at=run_after, priority=int(task.priority), meta=meta,
+            **options)
         result: TaskResult[..., Any] = TaskResult(
             task=task, id=prepared.id, status=TaskResultStatus.READY, enqueued_at=None,
             started_at=None, finished_at=None, last_attempted_at=None, args=list(args),
             kwargs=dict(kwargs), backend=self.alias, errors=[], worker_ids=[])
         return prepared, result
+
+    @staticmethod
+    def _job_id(task: RedisQTask, args: Sequence[Any], kwargs: dict[str, Any]) -> str | None:
+        job_id = task.job_id
+        if not callable(job_id):
+            return job_id
+        value = job_id(*args, **kwargs)
+        if not isinstance(value, str) or not value or len(value) > 200:
+            raise TypeError(f"{task.module_path}: its job_id function returned {value!r}; it "
+                            f"must return a non-empty string of at most 200 characters.")
+        return value
 
     # -- enqueue ------------------------------------------------------------------------------
     def _enqueue_on_commit(self) -> bool:
@@ -380,4 +463,4 @@ class RedisQBackend(BaseTaskBackend):
         return messages
 
 
-__all__ = ["PREFIX", "RedisQBackend", "job_name", "to_result"]
+__all__ = ["PREFIX", "RedisQBackend", "RedisQTask", "job_name", "to_result"]

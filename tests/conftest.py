@@ -2,73 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
+from tests.infra import Server, free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+pytest_plugins = ["django_redisq.pytest_plugin"]
 
 
-class RedisServer:
-    """A redis-server process of our own on a free loopback port, with its own directory."""
+_free_port = free_port  # the name the test modules import
+
+
+class RedisServer(Server):
+    """A redis-server of our own on a free loopback port, with its own directory and no
+    persistence unless ``extra`` asks for it (later arguments win)."""
 
     def __init__(self, *extra: str) -> None:
-        self.dir = tempfile.mkdtemp(prefix="redisq-test-redis-")
-        self.port = _free_port()
-        self.extra = extra
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, timeout: float = 10.0) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise RuntimeError("redis-server is not installed; run scripts/test (it installs it)")
-        self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-             "--save", "", "--appendonly", "no", "--logfile", os.path.join(self.dir, "log"),
-             *self.extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if client.ping():
-                    return
-            except redis.ConnectionError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server on port {self.port} did not answer PING")
-            time.sleep(0.02)  # waiting for a process to start listening
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        super().__init__("--save", "", "--appendonly", "no", *extra)
 
 
 @pytest.fixture(scope="session")
@@ -128,9 +92,11 @@ class WorkerProcess:
 
         full_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings",
                     "PYTHONPATH": str(ROOT), **(env or {})}
+        # The subprocess is not in test mode: point it at the test database by name.
         if connection.vendor == "sqlite":
-            # The subprocess is not in test mode: point it at the test database by name.
             full_env["REDISQ_TEST_SQLITE"] = str(connection.settings_dict["NAME"])
+        elif connection.vendor == "postgresql":
+            full_env["REDISQ_TEST_PG_NAME"] = str(connection.settings_dict["NAME"])
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "django", "rqworker", *args],
             cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT,
@@ -193,3 +159,25 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.01, message: 
         if time.monotonic() > deadline:
             raise AssertionError(message or f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+@pytest.fixture
+def worker_thread() -> Iterator[Any]:
+    """A worker serving "default" and "high" in a thread of this process (so jobs and the
+    test share threading events); stopped at the end of the test."""
+    from django_redisq.worker import build_worker
+    from tests import jobs
+
+    jobs.PROGRESS_REPORTED.clear()
+    jobs.PROGRESS_STEP.clear()
+    jobs.PROGRESS_GO.clear()
+    worker = build_worker(["default", "high"])
+    t = threading.Thread(target=lambda: asyncio.run(worker.run()))
+    t.start()
+    wait_for(lambda: worker._loop is not None, message="the worker thread did not start")
+    yield worker
+    jobs.PROGRESS_STEP.set()
+    jobs.PROGRESS_GO.set()
+    worker.stop()
+    t.join(30)
+    assert not t.is_alive()

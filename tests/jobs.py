@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import threading
 import time
 
 import redis
@@ -206,8 +208,115 @@ async def async_block(name: str) -> str:
 
 @job
 def record_tick() -> str:
-    """Record which job ran (cron tests count each tick's job id)."""
+    """Record which job ran and its attempt (cron tests count each tick's job id: a second
+    enqueue of a tick would run attempt 1 twice; a re-run after a worker died is attempt 2)."""
     ctx = current_job()
     assert ctx is not None
     _redis().rpush("test:ticks", ctx.id)
+    _redis().rpush("test:tick-attempts", f"{ctx.id}#{ctx.record.attempts}")
     return ctx.id
+
+
+@job("outbox")
+def outbox_count(key: str) -> int:
+    """Counts its runs in a Redis key (the outbox tests: exactly once)."""
+    return int(_redis().incr(key))
+
+
+# -- observability (tests/test_observability.py runs these in an in-process worker) ----------
+#: Set by the progress jobs once they reported progress; they then wait for PROGRESS_GO.
+PROGRESS_REPORTED = threading.Event()
+PROGRESS_GO = threading.Event()
+
+
+@job
+def half_done(message: str) -> str:
+    ctx = current_job()
+    assert ctx is not None
+    ctx.set_progress(0.5, message)
+    ctx.update_meta(step="middle")
+    PROGRESS_REPORTED.set()
+    PROGRESS_GO.wait(20)
+    return "done"
+
+
+@job
+async def async_half_done(message: str) -> str:
+    ctx = current_job()
+    assert ctx is not None
+    ctx.set_progress(0.5, message)
+    PROGRESS_REPORTED.set()
+    await asyncio.to_thread(PROGRESS_GO.wait, 20)
+    return "done"
+
+
+@job
+def busy_progress(steps: int) -> int:
+    """Reports progress in a tight loop: the worker must throttle the writes."""
+    ctx = current_job()
+    assert ctx is not None
+    for i in range(1, steps + 1):
+        ctx.set_progress(i / steps, f"step {i}")
+    return steps
+
+
+@job
+def log_inside(text: str) -> str:
+    logging.getLogger("tests.jobs").warning("inside the job: %s", text)
+    return text
+
+
+#: Set by the test between stepped_progress's two steps.
+PROGRESS_STEP = threading.Event()
+
+
+@job
+def stepped_progress() -> str:
+    """0.5, then (after PROGRESS_STEP) 0.75, then (after PROGRESS_GO) done."""
+    ctx = current_job()
+    assert ctx is not None
+    ctx.set_progress(0.5, "half")
+    PROGRESS_REPORTED.set()
+    PROGRESS_STEP.wait(30)
+    ctx.set_progress(0.75, "three quarters")
+    PROGRESS_GO.wait(30)
+    return "done"
+
+
+@job
+def traced_inner() -> str:
+    """Starts a span of its own: it must be a child of the worker's job span."""
+    from opentelemetry import trace
+
+    with trace.get_tracer("tests").start_as_current_span("inner work"):
+        return "ok"
+
+
+# -- limits (tests/test_limits.py) ---------------------------------------------------------------
+@job(limit_key=lambda user_id: f"user:{user_id}", max_concurrency=2)
+async def per_user(user_id: int, counter: str, seconds: float = 0.05) -> int:
+    """Count itself in (with the highest count kept), run a little, count itself out."""
+    _enter(counter)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        _redis().decr(counter)
+    return user_id
+
+
+@job(limit_key="one-at-a-time", max_concurrency=1)
+def exclusive(name: str) -> str:
+    """Holds its key's only slot until the test pushes to ``name:go``."""
+    r = _redis()
+    r.rpush("test:exclusive", name)
+    r.blmove(f"{name}:go", f"{name}:go", 60, "RIGHT", "LEFT")
+    return name
+
+
+@job(rate_limit="10/s")
+async def rated(tag: str) -> str:
+    """Record its start time, Redis TIME in ms, to ``test:starts``."""
+    r = _redis()
+    sec, usec = r.time()
+    r.rpush("test:starts", sec * 1000 + usec // 1000)
+    return tag

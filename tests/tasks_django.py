@@ -69,3 +69,30 @@ def with_context(context: TaskContext[Any, Any], tag: str) -> dict[str, Any]:
 async def async_with_context(context: TaskContext[Any, Any]) -> dict[str, Any]:
     await asyncio.sleep(0)
     return {"attempt": context.attempt, "id": context.task_result.id}
+
+
+# Django 6.1+ passes @task(**kwargs) to the backend's task_class (RedisQTask): the engine's
+# retry, timeout and job_id options. Django 6.0 rejects them at the decorator.
+if django.VERSION >= (6, 1):
+    from django_redisq import Retry
+
+    @task(retry=Retry(max=2, delay=0, jitter=0))
+    def flaky(key: str) -> int:
+        """Fails on its first two attempts, then returns the attempt number."""
+        n = int(_redis().incr(key))
+        if n < 3:
+            raise RuntimeError(f"attempt {n} fails")
+        return n
+
+    @task(timeout=0.3)
+    async def too_slow() -> None:
+        await asyncio.sleep(30)
+
+    @task(job_id=lambda account: f"sync-account:{account}")
+    def sync_account(account: int) -> int:
+        _redis().rpush("test:task-record", f"sync {account}")
+        return account
+
+    @task(job_id="nightly-report")
+    def nightly_report() -> str:
+        return "done"

@@ -16,6 +16,7 @@ from django.urls import reverse
 from django_redisq import conf, get_queue
 from django_redisq.admin_views import PER_PAGE, plain
 from django_redisq.engine.keys import STATES, worker_key, workers_key
+from django_redisq.engine.ops import one
 from tests import jobs
 
 pytestmark = pytest.mark.django_db
@@ -271,6 +272,20 @@ def test_finished_job_detail_shows_args_result_and_meta(admin_client, r):
     assert "&quot;who&quot;: &quot;me&quot;" in html
 
 
+def test_job_detail_shows_limits_and_a_wait_for_a_slot(admin_client, r):
+    running, waiting = now_job(jobs.exclusive, "a"), now_job(jobs.exclusive, "b")
+    q = get_queue("default")
+    q.run(one(q.claim_call("w", 10, 30_000)))
+    html = admin_client.get(job_url(waiting.id)).content.decode()
+    assert ('id="job-limits">key &#x27;one-at-a-time&#x27;: at most 1 at once; waiting for a '
+            'slot</td>') in html
+    html = admin_client.get(job_url(running.id)).content.decode()
+    assert "at most 1 at once</td>" in html
+    rated = now_job(jobs.rated, "x")
+    html = admin_client.get(job_url(rated.id)).content.decode()
+    assert "key &#x27;tests.jobs.rated&#x27;: 10/s (bursts of 10)</td>" in html
+
+
 def test_undecodable_arguments_give_a_clear_message(admin_client, r):
     j = now_job(jobs.add, 1, 2)
     r.hset(get_queue().keys.job(j.id), "payload", b"\xff not json")
@@ -327,7 +342,7 @@ def test_safe_strings_are_made_plain():
 def test_workers_page_marks_stale_workers_dead(admin_client, r):
     prefix = conf.redisq_settings().key_prefix
     now = int(r.time()[0]) * 1000
-    stale = now - int(conf.redisq_settings().heartbeat * 3 * 1000) - 1000
+    stale = now - int(conf.redisq_settings().heartbeat * 4 * 1000) - 1000
     for name, beat in (("alive-1", now), ("stale-1", stale)):
         r.zadd(workers_key(prefix), {name: beat})
         r.hset(worker_key(prefix, name), mapping={

@@ -15,6 +15,7 @@ import pytest
 
 from django_redisq import get_queue
 from tests import jobs
+from tests.conftest import wait_for
 from tests.test_admin import (
     QUEUES_URL,
     SCHEDULES_URL,
@@ -219,3 +220,21 @@ def test_tables_scroll_at_phone_width(browser, r):  # type: ignore[no-untyped-de
             assert table_reachable and overflow in ("auto", "scroll"), path
     finally:
         browser.set_window_size(1280, 900)
+
+
+def test_running_job_page_follows_its_progress_by_itself(browser, worker_thread, r):  # type: ignore[no-untyped-def]
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    j = now_job(jobs.stepped_progress)
+    assert jobs.PROGRESS_REPORTED.wait(WAIT)
+    wait_for(lambda: j.progress == 0.5, timeout=10)
+    go(browser, job_url(j.id))
+    assert "50.0 %" in text(browser, "#job-progress")
+    assert text(browser, "#job-status") == "started"
+    jobs.PROGRESS_STEP.set()
+    # No navigation from here on: the page reloads itself while the job runs.
+    WebDriverWait(browser, WAIT).until(
+        lambda _d: "75.0 % — three quarters" in text(browser, "#job-progress"))
+    jobs.PROGRESS_GO.set()
+    WebDriverWait(browser, WAIT).until(lambda _d: text(browser, "#job-status") == "finished")
+    assert 'http-equiv="refresh"' not in browser.page_source

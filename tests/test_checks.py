@@ -89,12 +89,77 @@ def test_e003_queue_without_url() -> None:
     assert 'REDISQ["QUEUES"]["default"]' in m.msg and '"URL": env("REDIS_URL"' in m.hint
 
 
-def test_e003_sentinel_only_queue_explains_url_is_still_needed() -> None:
-    rq = {"with-sentinel": {"SENTINELS": [("localhost", 26736)], "MASTER_NAME": "redismaster",
-                            "DB": 0, "PASSWORD": "secret"}}
-    m = only(None, rq)
-    assert m.id == "django_redisq.E003" and 'RQ_QUEUES["with-sentinel"]' in m.msg
-    assert "SENTINELS" in m.hint and "not connect through it yet" in m.hint
+def test_sentinel_and_cluster_settings_build_their_connections() -> None:
+    redisq = queues(
+        s={"SENTINEL": {"SENTINELS": [("10.0.0.1", 26379), "10.0.0.2:26380"],
+                        "SERVICE_NAME": "mymaster", "PASSWORD": "s3cret", "DB": 2,
+                        "SENTINEL_KWARGS": {"password": "sp"}},
+           "WAIT_REPLICAS": 1, "WAIT_TIMEOUT_MS": 250},
+        c={"CLUSTER": {"NODES": ["10.0.0.1:7000", ("10.0.0.2", "7001")], "PASSWORD": "pw"},
+           "CONNECTION_KWARGS": {"socket_timeout": 5}})
+    assert check(redisq) == []
+    with override_settings(REDISQ=redisq, RQ_QUEUES=None):
+        s, c = conf.get_queue("s"), conf.get_queue("c")
+        sc = s.connection.sentinel
+        assert sc is not None and sc.sentinels == (("10.0.0.1", 26379), ("10.0.0.2", 26380))
+        assert (sc.service_name, sc.db, sc.password, sc.sentinel_kwargs) == (
+            "mymaster", 2, "s3cret", {"password": "sp"})
+        assert (s.wait_replicas, s.wait_timeout_ms) == (1, 250)
+        cc = c.connection.cluster
+        assert cc is not None and cc.nodes == (("10.0.0.1", 7000), ("10.0.0.2", 7001))
+        assert c.connection.options == {"socket_timeout": 5} and c.wait_replicas == 0
+        # Where they are, for messages and the admin; never a password.
+        assert conf.masked_url("s") == "sentinel://10.0.0.1:26379,10.0.0.2:26380/mymaster/2"
+        assert conf.masked_url("c") == "cluster://10.0.0.1:7000,10.0.0.2:7001"
+        assert "s3cret" not in repr(s) and "pw" not in repr(c)
+        assert s.connection._client is None  # reading settings never connects
+
+
+def test_django_rq_sentinel_entry_maps_to_sentinel() -> None:
+    rq = {"with-sentinel": {"SENTINELS": [("localhost", 26736), ("localhost", 26737)],
+                            "MASTER_NAME": "redismaster", "DB": 0, "USERNAME": "redis-user",
+                            "PASSWORD": "secret", "SOCKET_TIMEOUT": 0.3,
+                            "SENTINEL_KWARGS": {"username": "sentinel-user", "password": "s"}}}
+    assert check(None, rq) == []
+    with override_settings(REDISQ=None, RQ_QUEUES=rq):
+        q = conf.redisq_settings().queues["with-sentinel"]
+        assert q.sentinel is not None and q.sentinel.service_name == "redismaster"
+        assert (q.sentinel.username, q.sentinel.password) == ("redis-user", "secret")
+        assert q.sentinel.sentinel_kwargs == {"username": "sentinel-user", "password": "s"}
+        assert q.connection_kwargs == {"socket_timeout": 0.3} and q.url == ""
+
+
+@pytest.mark.parametrize(("entry", "says"), [
+    ({"URL": URL, "SENTINEL": {"SENTINELS": [("h", 1)], "SERVICE_NAME": "m"}},
+     "more than one way: URL, SENTINEL"),
+    ({"SENTINEL": {"SENTINELS": [("h", 1)], "SERVICE_NAME": "m"}, "CLUSTER": {"NODES": ["h:1"]}},
+     "more than one way: SENTINEL, CLUSTER"),
+    ({"SENTINEL": {"SENTINELS": [("h", 1)]}}, 'has no "SERVICE_NAME"'),
+    ({"SENTINEL": {"SERVICE_NAME": "m"}}, 'has no "SENTINELS"'),
+    ({"SENTINEL": {"SENTINELS": [], "SERVICE_NAME": "m"}}, '["SENTINELS"] must be a non-empty'),
+    ({"SENTINEL": {"SENTINELS": ["h"], "SERVICE_NAME": "m"}}, '["SENTINELS"] must be a non-empty'),
+    ({"SENTINEL": {"SENTINELS": [("h", 1)], "MASTER_NAME": "m"}}, '["MASTER_NAME"] is not an'),
+    ({"SENTINEL": {"SENTINELS": [("h", 1)], "SERVICE_NAME": "m"}, "PASSWORD": "x"},
+     "has PASSWORD next to SENTINEL"),
+    ({"CLUSTER": {"NODES": ["h:1"]}, "DB": 1}, "has DB next to CLUSTER"),
+    ({"CLUSTER": {"NODES": ["h:99999"]}}, '["NODES"] must be a non-empty'),
+    ({"CLUSTER": {"NODE": ["h:1"]}}, 'Did you mean "NODES"'),
+    ({"CLUSTER": {"NODES": ["h:1"]}, "WAIT_REPLICAS": 1}, "not supported with CLUSTER"),
+])
+def test_e013_bad_sentinel_or_cluster(entry: dict[str, Any], says: str) -> None:
+    messages = check(queues(default=entry))
+    assert messages, "expected a problem"
+    m = messages[0]
+    assert m.id == "django_redisq.E013" and m.is_serious(), (m.id, m.msg)
+    assert 'REDISQ["QUEUES"]["default"]' in m.msg
+    assert says in f"{m.msg} {m.hint}"
+    if "MASTER_NAME" in str(entry):
+        assert '"SERVICE_NAME"' in m.hint
+
+
+def test_e013_django_rq_sentinels_without_master_name() -> None:
+    m = only(None, {"q": {"SENTINELS": [("localhost", 26379)], "DB": 0}})
+    assert m.id == "django_redisq.E013" and '"MASTER_NAME"' in m.hint
 
 
 @pytest.mark.parametrize(("url", "why"), [
@@ -164,6 +229,7 @@ def test_e006_unknown_rq_queue_key() -> None:
     ("MAX_PAYLOAD_BYTES", 1.5), ("MAX_DEATHS", 0), ("CONCURRENCY", True),
     ("IMPORTS", "myapp.jobs"), ("IMPORTS", ["my-app.jobs"]), ("KEY_PREFIX", ""),
     ("KEY_PREFIX", "a{b}"), ("CRON", {}), ("SHUTDOWN_GRACE", -1), ("LEASE", 0),
+    ("OUTBOX_POLL_INTERVAL", 0), ("OUTBOX_RELAY_AFTER", -1),
 ])
 def test_e007_wrong_top_level_value(key: str, value: Any) -> None:
     m = only({**queues(), key: value})
@@ -174,7 +240,8 @@ def test_e007_wrong_top_level_value(key: str, value: Any) -> None:
 
 @pytest.mark.parametrize(("key", "value"), [
     ("DEFAULT_TIMEOUT", 0), ("RESULT_TTL", "1d"), ("FAILURE_TTL", 0), ("SSL", "true"),
-    ("CONNECTION_KWARGS", "socket_timeout=5"), ("PASSWORD", 1234), ("SENTINEL", ["x"]),
+    ("CONNECTION_KWARGS", "socket_timeout=5"), ("PASSWORD", 1234), ("WAIT_REPLICAS", -1),
+    ("WAIT_TIMEOUT_MS", 0), ("OUTBOX", "yes"),
 ])
 def test_e007_wrong_queue_value(key: str, value: Any) -> None:
     m = only(queues(default={"URL": URL, key: value}))

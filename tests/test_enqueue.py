@@ -9,10 +9,12 @@ import sys
 import threading
 
 import pytest
+from django.core.management import call_command
 
 from django_redisq import Job, QueueNotFound, get_queue, job
-from django_redisq.engine.errors import JobCanceled, JobNotFound
+from django_redisq.engine.errors import JobCanceled, JobFailed, JobNotFound
 from tests import jobs
+from tests.conftest import wait_for
 
 
 def test_plain_call_still_runs_the_function(r):
@@ -172,6 +174,28 @@ def test_get_on_a_missing_job_raises(r):
         get_queue("default").job("no-such-job").get(timeout=0.1)
 
 
+def test_get_on_an_ended_job_answers_in_one_round_trip(r):
+    j = jobs.add.delay(1, 2)
+    assert j.cancel() == "canceled"
+    before = r.info("stats")["total_commands_processed"]
+    with pytest.raises(JobCanceled):
+        get_queue("default").job(j.id).get(timeout=5)
+    # INFO's own command, then one pipeline: the watch script and its BLMOVE, which the
+    # script's token answers at once rather than blocking.
+    assert r.info("stats")["total_commands_processed"] - before <= 10
+
+
+def test_a_waiter_on_a_requeued_job_waits_for_its_new_run(r):
+    j = jobs.fail.delay("once")
+    call_command("rqworker", "default", "--burst", verbosity=0)
+    with pytest.raises(JobFailed):
+        j.get(timeout=5)  # leaves the end token of the first run
+    assert get_queue("default").requeue(j.id) == 1
+    with pytest.raises(TimeoutError):
+        j.get(timeout=0.5)  # the old token must not wake it: the job is queued again
+    assert j.status == "queued"
+
+
 def test_get_times_out_while_the_job_waits(r):
     j = jobs.add.delay(1, 2)
     with pytest.raises(TimeoutError):
@@ -192,3 +216,17 @@ def test_get_waits_past_the_client_read_timeout(r):
     threading.Timer(6.0, j.cancel).start()  # the job ends after the 5 s read timeout
     with pytest.raises(JobCanceled):  # not RedisUnavailable("Timeout reading from socket")
         j.get(timeout=20)
+
+
+def test_get_reads_a_job_whose_result_is_not_kept(r):
+    """result_ttl=0 deletes the hash as the job ends: the waiter still gets the result, from
+    the notification itself."""
+    j = jobs.add.using(result_ttl=0).delay(20, 22)
+    waiter = threading.Thread(target=lambda: results.append(j.get(timeout=20)))
+    results: list[int] = []
+    waiter.start()
+    wait_for(lambda: r.hget(get_queue("default").keys.job(j.id), "w"), timeout=10)
+    call_command("rqworker", "default", "--burst", verbosity=0)
+    waiter.join(20)
+    assert results == [42]
+    assert j.status is None  # gone: nothing kept

@@ -312,3 +312,84 @@ class TestValidation:
         burst("default")
         assert j.record.status == "failed"
         assert "not registered" in j.record.error["message"]
+
+
+DJANGO_61 = django.VERSION >= (6, 1)
+needs_django_61 = pytest.mark.skipif(
+    not DJANGO_61,
+    reason=f"@task(**options) reaches task_class on Django 6.1+; this is {django.get_version()}")
+
+
+@needs_django_6
+class TestEngineOptions:
+    """retry=, timeout= and job_id= map to the engine's retries, timeouts and unique jobs."""
+
+    def test_using_sets_and_clears_engine_options(self):
+        from django_redisq import Retry
+        from django_redisq.tasks_backend import RedisQTask
+
+        assert isinstance(t.add, RedisQTask) and t.add.timeout is None
+        policy = Retry(max=1)
+        changed = t.add.using(priority=5, timeout=7, retry=policy)
+        assert (changed.priority, changed.timeout, changed.retry) == (5, 7, policy)
+        assert changed.using(timeout=None).timeout is None
+        assert changed.using(priority=1).retry is policy
+
+    def test_bad_options_are_invalid_task(self):
+        with pytest.raises(InvalidTask, match=r"retry must be a django_redisq\.Retry"):
+            t.add.using(retry=3)
+        with pytest.raises(InvalidTask, match="timeout must be a number of seconds > 0"):
+            t.add.using(timeout=0)
+        with pytest.raises(InvalidTask, match="job_id must be a non-empty string"):
+            t.add.using(job_id="")
+
+    def test_timeout_and_retry_set_with_using_run_on_the_worker(self, r):
+        res = t.fail.using(retry=__import__("django_redisq").Retry(max=1, delay=0)).enqueue()
+        record = get_queue("default").job(res.id).record
+        assert record.retry is not None and record.retry["max"] == 1
+        burst()
+        res.refresh()
+        assert res.status == TaskResultStatus.FAILED and res.attempts == 2
+        assert len(res.errors) == 2
+
+
+@needs_django_61
+class TestEngineOptionsInDecorator:
+    def test_retry_runs_until_success(self, r):
+        res = t.flaky.enqueue("test:flaky")
+        burst()
+        res.refresh()
+        assert res.status == TaskResultStatus.SUCCESSFUL, res.errors
+        assert res.return_value == 3 and res.attempts == 3
+        assert [e.exception_class_path for e in res.errors] == ["builtins.RuntimeError"] * 2
+
+    def test_timeout_fails_the_task(self, r):
+        res = t.too_slow.enqueue()
+        burst("default")
+        res.refresh()
+        assert res.status == TaskResultStatus.FAILED
+        assert res.errors[0].exception_class_path == "django_redisq.engine.errors.JobTimeout"
+        assert "timeout of 0.3 s" in res.errors[0].traceback
+
+    def test_job_id_function_makes_one_job_per_argument(self, r):
+        first = t.sync_account.enqueue(7)
+        again = t.sync_account.enqueue(7)
+        other = t.sync_account.enqueue(8)
+        assert first.id == again.id == "sync-account:7" and other.id == "sync-account:8"
+        assert get_queue("default").counts()["queued"] == 2
+        burst("default")
+        assert sorted(r.lrange("test:task-record", 0, -1)) == [b"sync 7", b"sync 8"]
+        assert default_task_backend.get_result("sync-account:7").return_value == 7
+        # Once finished, the same id may run again.
+        assert t.sync_account.enqueue(7).id == "sync-account:7"
+        assert get_queue("default").counts()["queued"] == 1
+
+    def test_fixed_job_id(self, r):
+        assert t.nightly_report.enqueue().id == t.nightly_report.enqueue().id == "nightly-report"
+        assert get_queue("default").counts()["queued"] == 1
+
+    def test_bad_decorator_options(self):
+        with pytest.raises(InvalidTask, match="timeout must be a number of seconds > 0"):
+            task(timeout=-1)(t.add.func)
+        with pytest.raises(TypeError, match="job_id function returned 42"):
+            t.add.using(job_id=lambda a, b: 42).enqueue(1, 2)

@@ -1,12 +1,13 @@
 """The django-redisq queue engine. It imports redis, never Django, so any Python process can
 enqueue into (or work on) the same queues."""
 
-from .connection import RedisConnection, mask_url
+from .connection import ClusterConfig, RedisConnection, SentinelConfig, mask_url
 from .errors import (
     JobCanceled,
     JobFailed,
     JobNotFound,
     JobTimeout,
+    NotReplicated,
     PayloadError,
     QueueNotFound,
     RedisQError,
@@ -23,12 +24,14 @@ __all__ = [
     "ACTIVE_STATES",
     "STATES",
     "TERMINAL_STATES",
+    "ClusterConfig",
     "Job",
     "JobCanceled",
     "JobFailed",
     "JobNotFound",
     "JobRecord",
     "JobTimeout",
+    "NotReplicated",
     "PayloadError",
     "PayloadTooLarge",
     "Prepared",
@@ -39,6 +42,7 @@ __all__ = [
     "RedisUnavailable",
     "Registry",
     "Retry",
+    "SentinelConfig",
     "UnknownFunction",
     "mask_url",
     "registry",

@@ -1,5 +1,15 @@
 """Redis clients for a queue: one thread-safe sync client, one async client per event loop.
 
+A queue's Redis is one of three deployments, each through redis-py's own client:
+
+* a single server, from a URL;
+* a master found through Redis Sentinel (``SentinelConfig``): redis-py's Sentinel connection
+  pools ask the sentinels for the master's address whenever they (re)connect, so clients
+  follow a failover on their next reconnect;
+* a Redis Cluster (``ClusterConfig``): redis-py's cluster client routes each command (and each
+  script, by its keys) to the node that owns the slot. All keys of one queue share a hash tag,
+  so every script of a queue runs on one node.
+
 redis-py's asyncio clients are bound to the loop that created their connections, so a process
 that runs several loops (threads running ``async_to_sync``, tests) gets one client per loop.
 """
@@ -9,11 +19,26 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aredis
+import redis.asyncio.cluster as acluster
+import redis.asyncio.sentinel as asentinel
+import redis.cluster as scluster
+import redis.sentinel as ssentinel
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
+from redis.retry import Retry as SyncRetry
+
+#: A sync client of any deployment (both speak the same command methods).
+SyncClient = redis.Redis | scluster.RedisCluster
+#: An asyncio client of any deployment.
+AsyncClient = aredis.Redis | acluster.RedisCluster
 
 
 def mask_url(url: str) -> str:
@@ -31,43 +56,147 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-class RedisConnection:
-    """How to reach one Redis deployment: a URL (standalone), plus client options."""
+def _hosts(addresses: Sequence[tuple[str, int]]) -> str:
+    return ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in addresses)
 
-    def __init__(self, url: str, **options: Any) -> None:
+
+@dataclass(frozen=True)
+class SentinelConfig:
+    """Where the sentinels are and which master (service) they watch.
+
+    ``username``/``password`` authenticate to the master (and its replicas);
+    ``sentinel_kwargs`` are redis-py connection options for the sentinels themselves (e.g.
+    ``{"password": ...}`` when the sentinels require one).
+    """
+
+    sentinels: tuple[tuple[str, int], ...]
+    service_name: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return f"sentinel://{_hosts(self.sentinels)}/{self.service_name}/{self.db}"
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Startup nodes of a Redis Cluster (any reachable one is enough; the client learns the
+    rest) and the credentials its nodes require."""
+
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = None
+
+    def describe(self) -> str:
+        return f"cluster://{_hosts(self.nodes)}"
+
+
+def _sentinel_kwargs(config: SentinelConfig, retry_class: Any) -> dict[str, Any]:
+    """Options of the connections to the sentinels. redis-py retries a refused connection ten
+    times with backoff by default; master discovery already moves on to the next sentinel, so
+    a dead sentinel is skipped at once (``SENTINEL_KWARGS`` may say otherwise)."""
+    return {"retry": retry_class(NoBackoff(), 0), **config.sentinel_kwargs}
+
+
+class RedisConnection:
+    """How to reach one Redis deployment: a URL (standalone), a Sentinel-watched master or a
+    Cluster, plus redis-py client options."""
+
+    def __init__(self, url: str = "", *, sentinel: SentinelConfig | None = None,
+                 cluster: ClusterConfig | None = None, **options: Any) -> None:
+        if sum(bool(x) for x in (url, sentinel, cluster)) != 1:
+            raise ValueError("RedisConnection needs exactly one of url, sentinel or cluster")
         self.url = url
+        self.sentinel = sentinel
+        self.cluster = cluster
         self.options = options
-        self._client: redis.Redis | None = None
-        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aredis.Redis] = (
+        self._client: SyncClient | None = None
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient] = (
             weakref.WeakKeyDictionary()
         )
         self._lock = threading.Lock()
 
     @property
     def masked_url(self) -> str:
+        """Where Redis is, without secrets: the masked URL, or ``sentinel://...``/
+        ``cluster://...`` naming the sentinels or the startup nodes."""
+        if self.sentinel is not None:
+            return self.sentinel.describe()
+        if self.cluster is not None:
+            return self.cluster.describe()
         return mask_url(self.url)
 
     def __repr__(self) -> str:
         return f"<RedisConnection {self.masked_url}>"
 
-    def client(self) -> redis.Redis:
+    # -- making clients -----------------------------------------------------------------------
+    def _make(self, options: dict[str, Any]) -> SyncClient:
+        if self.sentinel is not None:
+            s = self.sentinel
+            sentinel = ssentinel.Sentinel(  # type: ignore[no-untyped-call]
+                list(s.sentinels), sentinel_kwargs=_sentinel_kwargs(s, SyncRetry))
+            return cast(redis.Redis, sentinel.master_for(  # type: ignore[no-untyped-call]
+                s.service_name, db=s.db, username=s.username, password=s.password, **options))
+        if self.cluster is not None:
+            c = self.cluster
+            return scluster.RedisCluster(
+                startup_nodes=[scluster.ClusterNode(h, p)  # type: ignore[no-untyped-call]
+                               for h, p in c.nodes],
+                username=c.username, password=c.password, **options)
+        return redis.Redis.from_url(self.url, **options)
+
+    def _amake(self, options: dict[str, Any]) -> AsyncClient:
+        if self.sentinel is not None:
+            s = self.sentinel
+            sentinel = asentinel.Sentinel(  # type: ignore[no-untyped-call]
+                list(s.sentinels), sentinel_kwargs=_sentinel_kwargs(s, AsyncRetry))
+            return cast(aredis.Redis, sentinel.master_for(
+                s.service_name, db=s.db, username=s.username, password=s.password, **options))
+        if self.cluster is not None:
+            c = self.cluster
+            return acluster.RedisCluster(
+                startup_nodes=[acluster.ClusterNode(h, p) for h, p in c.nodes],
+                username=c.username, password=c.password, **options)
+        return aredis.Redis.from_url(self.url, **options)
+
+    def client(self) -> SyncClient:
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    self._client = redis.Redis.from_url(self.url, **self.options)
+                    self._client = self._make(self.options)
         return self._client
 
-    def aclient(self) -> aredis.Redis:
+    def aclient(self) -> AsyncClient:
         loop = asyncio.get_running_loop()
         client = self._aclients.get(loop)
         if client is None:
-            client = aredis.Redis.from_url(self.url, **self.options)
+            client = self._amake(self.options)
             self._aclients[loop] = client
         return client
 
-    def new_aclient(self, **overrides: Any) -> aredis.Redis:
-        """A private async client (its own pool), e.g. for a connection that blocks."""
-        return aredis.Redis.from_url(self.url, **{**self.options, **overrides})
+    def new_aclient(self, **overrides: Any) -> AsyncClient:
+        """A private async client (its own pool), e.g. for a connection that blocks.
+
+        Made afresh, so a Sentinel client asks the sentinels for the current master and a
+        Cluster client reads the current topology."""
+        return self._amake({**self.options, **overrides})
+
+    async def new_pubsub(self) -> tuple[AsyncClient, Any]:
+        """A private async client and a Pub/Sub on it, for the worker's wake-up channels.
+
+        On a Cluster, classic ``PUBLISH`` reaches every node, so the Pub/Sub subscribes on one
+        node (any); when that node fails, the caller makes a new one (a fresh topology)."""
+        client = self.new_aclient()
+        if isinstance(client, acluster.RedisCluster):
+            try:
+                await client.initialize()
+            except RedisClusterException as exc:  # no startup node answers: not a RedisError
+                await client.aclose()
+                raise redis.ConnectionError(str(exc)) from exc
+            return client, client.pubsub(node=client.get_random_node())
+        return client, client.pubsub()
 
     def close(self) -> None:
         if self._client is not None:

@@ -15,6 +15,8 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .limits import Limits
+
 ALIASES = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
@@ -163,6 +165,8 @@ class Schedule:
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     tz: tzinfo = timezone.utc
+    #: The function's concurrency and rate limits (``@job(max_concurrency=...)`` etc.).
+    limits: Limits | None = None
 
     def __post_init__(self) -> None:
         if (self.cron is None) == (self.every is None):

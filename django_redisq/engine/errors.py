@@ -49,3 +49,8 @@ class PayloadError(RedisQError):
 
 class RedisUnavailable(RedisQError, redis.ConnectionError):
     """Redis cannot be reached; names the queue and the masked URL."""
+
+
+class NotReplicated(RedisQError):
+    """An enqueue reached the master, but fewer replicas than ``WAIT_REPLICAS`` confirmed it
+    within ``WAIT_TIMEOUT_MS``: the job is queued, but a failover now could lose it."""

@@ -6,9 +6,10 @@ of the contextvars, so ``current_job()`` works in either).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from .errors import JobTimeout
@@ -16,12 +17,41 @@ from .errors import JobTimeout
 _timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
 
 
+class _ThreadJob:
+    __slots__ = ("ctx", "error", "fn", "future", "on_thread_done", "result", "timer")
+
+    def __init__(self, fn: Callable[[], Any], future: asyncio.Future[Any],
+                 on_thread_done: Callable[[], None]) -> None:
+        self.fn = fn
+        self.future = future
+        self.on_thread_done = on_thread_done
+        self.ctx = contextvars.copy_context()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+
 class Executor:
     """Runs job bodies. ``on_thread_done`` is told when a sync job's thread really ends, which,
-    after a timeout, can be later than the job's own end: the slot stays taken until then."""
+    after a timeout, can be later than the job's own end: the slot stays taken until then.
+
+    Sync jobs run on ``threads`` long-lived threads fed from one deque. The cost per job is
+    what a fast job pays: an idle thread is woken only when no thread is already awake to
+    take the job, and finished jobs reach the loop in batches (one loop wake-up for all the
+    jobs that finished since the last one), so a thread that finishes a job picks the next
+    one without sleeping.
+    """
 
     def __init__(self, threads: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="redisq-job")
+        self._size = threads
+        self._threads: list[threading.Thread] = []
+        self._todo: collections.deque[_ThreadJob] = collections.deque()
+        self._done: collections.deque[_ThreadJob] = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._idle = 0
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup_pending = False
 
     async def run_async(self, coro_fn: Callable[[], Any], timeout: float | None) -> Any:
         # asyncio.timeout (3.11+) runs the job in the worker's own task; wait_for would wrap it
@@ -39,33 +69,96 @@ class Executor:
 
     async def run_sync(self, fn: Callable[[], Any], timeout: float | None,
                        on_thread_done: Callable[[], None]) -> Any:
-        """Run ``fn`` in a pool thread. Past the timeout, raise ``JobTimeout``; the thread
+        """Run ``fn`` in a job thread. Past the timeout, raise ``JobTimeout``; the thread
         cannot be stopped, so ``on_thread_done`` fires only when it returns."""
-        ctx = contextvars.copy_context()
-        cfut: Future[Any] = self._pool.submit(ctx.run, fn)
-        cfut.add_done_callback(lambda _f: on_thread_done())
-        fut = asyncio.wrap_future(cfut)
+        loop = self._loop = asyncio.get_running_loop()
+        job = _ThreadJob(fn, loop.create_future(), on_thread_done)
+        if timeout is not None:
+            job.timer = loop.call_later(timeout, _expire, job, timeout)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the executor is shut down")
+            self._todo.append(job)
+            if self._idle >= len(self._todo):
+                self._cond.notify()
+            elif len(self._threads) < self._size:
+                self._spawn()
         try:
-            done, _ = await asyncio.wait({fut}, timeout=timeout)
-        except asyncio.CancelledError:
-            cfut.cancel()
-            raise
-        if not done:
-            raise JobTimeout(
-                f"the job ran longer than its timeout of {timeout:g} s (its thread cannot be "
-                f"stopped and keeps its worker slot until it returns; use --processes for jobs "
-                f"that must be killed)"
-            )
-        return fut.result()
+            return await job.future
+        finally:
+            if job.timer is not None:
+                job.timer.cancel()
+
+    def _spawn(self) -> None:
+        t = threading.Thread(target=self._thread_main, daemon=True,
+                             name=f"redisq-job-{len(self._threads)}")
+        self._threads.append(t)
+        t.start()
+
+    def _thread_main(self) -> None:
+        cond, todo = self._cond, self._todo
+        while True:
+            with cond:
+                while not todo:
+                    if self._closed:
+                        return
+                    self._idle += 1
+                    cond.wait()
+                    self._idle -= 1
+                job = todo.popleft()
+            if job.future.cancelled():
+                job.error = asyncio.CancelledError()
+            else:
+                try:
+                    job.result = job.ctx.run(job.fn)
+                except BaseException as exc:
+                    job.error = exc
+            self._done.append(job)
+            # One loop wake-up for every job that finishes before the loop drains them. The
+            # flag is read after the append and cleared before the drain, so no job is missed.
+            if not self._wakeup_pending:
+                self._wakeup_pending = True
+                assert self._loop is not None
+                try:
+                    self._loop.call_soon_threadsafe(self._deliver)
+                except RuntimeError:  # the loop is closed: nobody waits for the outcome
+                    return
+
+    def _deliver(self) -> None:
+        self._wakeup_pending = False
+        done = self._done
+        while done:
+            job = done.popleft()
+            fut = job.future
+            if not fut.done():
+                if job.error is not None:
+                    fut.set_exception(job.error)
+                else:
+                    fut.set_result(job.result)
+            job.on_thread_done()
 
     def shutdown(self, wait: bool) -> None:
-        """Stop the pool; ``wait=False`` when a timed-out job still holds a thread."""
-        self._pool.shutdown(wait=wait, cancel_futures=True)
+        """Stop the threads; ``wait=False`` when a timed-out job still holds a thread."""
+        with self._cond:
+            self._closed = True
+            for job in self._todo:
+                job.future.cancel()
+            self._todo.clear()
+            self._cond.notify_all()
+        if wait:
+            for t in self._threads:
+                t.join()
+
+
+def _expire(job: _ThreadJob, timeout: float) -> None:
+    if not job.future.done():
+        job.future.set_exception(JobTimeout(
+            f"the job ran longer than its timeout of {timeout:g} s (its thread cannot be "
+            f"stopped and keeps its worker slot until it returns; use --processes for jobs "
+            f"that must be killed)"))
 
 
 def stuck_job_threads() -> int:
     """Job threads still running (a sync job past its timeout); they keep a process alive."""
-    import threading
-
     return sum(1 for t in threading.enumerate()
                if t.name.startswith("redisq-job") and t.is_alive())

@@ -8,6 +8,7 @@ bytes.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import JobCanceled, JobFailed, JobNotFound, PayloadError
 from .keys import TERMINAL_STATES
-from .serializers import get_serializer
+from .serializers import Serializer, get_serializer
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -38,6 +39,36 @@ def _int(value: bytes | str | None, default: int | None = None) -> int | None:
     if text is None or text == "":
         return default
     return int(float(text))
+
+
+def _limit_int(value: bytes | str | None) -> int | None:
+    """A limit field (shown, never acted on here: the scripts read their own copy), ``None``
+    when absent or not a positive integer, so a garbled one never rejects the job."""
+    try:
+        n = _int(value)
+    except (ValueError, TypeError, OverflowError, UnicodeDecodeError):
+        return None
+    return n if n is not None and n > 0 else None
+
+
+def _limit_text(value: bytes | str | None) -> str | None:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+#: Hash fields kept as bytes (the serializer's data); every other field is text.
+_BINARY = frozenset({"payload", "result"})
+
+
+def _json_field(h: Mapping[str, Any], name: str, kind: type) -> Any:
+    """A JSON field of the hash, ``None`` when absent; of type ``kind`` or PayloadError."""
+    text = _text(h.get(name))
+    if not text:
+        return None
+    value = json.loads(text)
+    if not isinstance(value, kind):
+        raise PayloadError(f"malformed job hash: field {name!r} holds a JSON "
+                           f"{type(value).__name__}, not a {kind.__name__}")
+    return value
 
 
 def ms_to_datetime(ms: int | None) -> datetime | None:
@@ -73,7 +104,34 @@ class JobRecord:
     errors: list[dict[str, Any]] = field(default_factory=list)
     cancel_requested: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
+    #: Fraction done (0 to 1) and a message, as the running job last reported them.
+    progress: float | None = None
+    progress_message: str | None = None
+    #: Trace context of the enqueuing code (propagation headers), when tracing was active.
+    trace: dict[str, str] | None = None
     version: int = SCHEMA_VERSION
+    #: Concurrency and rate limits (``@job(limit_key=..., ...)``): the resolved key, the
+    #: most jobs of the key at once, the rate as ``(count, period_ms, burst)``, and whether
+    #: the job is waiting (in ``deferred``) for a slot of its key.
+    limit_key: str | None = None
+    max_concurrency: int | None = None
+    rate: tuple[int, int, int] | None = None
+    limit_wait: bool = False
+
+    @property
+    def limits_text(self) -> str:
+        """The limits in words, for listings and the admin ("" when none)."""
+        if self.limit_key is None:
+            return ""
+        parts = []
+        if self.max_concurrency is not None:
+            parts.append(f"at most {self.max_concurrency} at once")
+        if self.rate is not None:
+            count, period_ms, burst = self.rate
+            unit = {1000: "s", 60_000: "m", 3_600_000: "h"}.get(period_ms, f"{period_ms} ms")
+            parts.append(f"{count}/{unit} (bursts of {burst})")
+        text = f"key {self.limit_key!r}: {', '.join(parts)}"
+        return text + ("; waiting for a slot" if self.limit_wait else "")
 
     @classmethod
     def from_hash(cls, data: Mapping[bytes, bytes] | list[bytes]) -> JobRecord:
@@ -82,57 +140,84 @@ class JobRecord:
         Raises ``PayloadError`` for anything malformed, so a worker can fail the job cleanly.
         """
         if isinstance(data, list):
-            data = dict(zip(data[::2], data[1::2]))
+            pairs = iter(data)
+            data = dict(zip(pairs, pairs))
         try:
-            h = {(k.decode() if isinstance(k, bytes) else k): v for k, v in data.items()}
-            version = _int(h.get("v"), 0) or 0
+            # A worker decodes one of these per job: every present field is decoded once
+            # (payload and result stay bytes), absent ones cost a dict lookup.
+            h: dict[str, Any] = {}
+            for k, v in data.items():
+                key = k.decode() if isinstance(k, bytes) else k
+                h[key] = (v.decode(errors="replace") if isinstance(v, bytes) and key not in _BINARY
+                          else v)
+            get = h.get
+
+            def num(name: str, default: int | None = 0) -> int | None:
+                v = get(name)
+                return int(float(v)) if v else default
+
+            version = num("v") or 0
             if version not in READABLE_VERSIONS:
                 raise PayloadError(
                     f"job schema version {version} is not readable by this worker "
                     f"(reads {sorted(READABLE_VERSIONS)}); upgrade django-redisq"
                 )
-            job_id, queue, func, status = (
-                _text(h.get("id")), _text(h.get("queue")), _text(h.get("func")),
-                _text(h.get("status")),
-            )
+            job_id, queue, func, status = get("id"), get("queue"), get("func"), get("status")
             if not job_id or not queue or func is None or not status:
                 raise PayloadError("job hash lacks one of the fields id, queue, func, status")
-            timeout = _text(h.get("timeout"))
-            retry = _text(h.get("retry"))
-            error = _text(h.get("error"))
-            errors = _text(h.get("errors"))
-            meta = _text(h.get("meta"))
-            payload = h.get("payload") or b""
+            timeout_text = get("timeout")
+            timeout = float(timeout_text) if timeout_text else None
+            if timeout is not None and not 0 < timeout < math.inf:
+                # nan or inf would reach the event loop's timer heap.
+                raise PayloadError(f"malformed job hash: timeout {timeout_text!r} is not a "
+                                   f"positive number of seconds")
+            retry = _json_field(h, "retry", dict)
+            error = _json_field(h, "error", dict)
+            errors = _json_field(h, "errors", list)
+            meta = _json_field(h, "meta", dict)
+            progress = get("progress")
+            trace = _json_field(h, "trace", dict)
+            rate_n = _limit_int(get("rate_n"))
+            payload = get("payload") or b""
             return cls(
                 id=job_id,
                 queue=queue,
                 func=func,
                 status=status,
                 payload=payload if isinstance(payload, bytes) else payload.encode(),
-                serializer=_text(h.get("ser")) or "json",
-                priority=_int(h.get("priority"), 0) or 0,
-                timeout=float(timeout) if timeout else None,
-                retry=json.loads(retry) if retry else None,
-                result_ttl=_int(h.get("result_ttl"), 0) or 0,
-                failure_ttl=_int(h.get("failure_ttl"), 0) or 0,
-                enqueued_at=_int(h.get("enqueued_at")),
-                scheduled_for=_int(h.get("scheduled_for")),
-                started_at=_int(h.get("started_at")),
-                ended_at=_int(h.get("ended_at")),
-                attempts=_int(h.get("attempts"), 0) or 0,
-                deaths=_int(h.get("deaths"), 0) or 0,
-                worker=_text(h.get("worker")) or None,
-                result=h.get("result"),
-                error=json.loads(error) if error else None,
-                errors=json.loads(errors) if errors else [],
-                cancel_requested=bool(h.get("cancel")),
-                meta=json.loads(meta) if meta else {},
+                serializer=get("ser") or "json",
+                priority=num("priority") or 0,
+                timeout=timeout,
+                retry=retry,
+                result_ttl=num("result_ttl") or 0,
+                failure_ttl=num("failure_ttl") or 0,
+                enqueued_at=num("enqueued_at", None),
+                scheduled_for=num("scheduled_for", None),
+                started_at=num("started_at", None),
+                ended_at=num("ended_at", None),
+                attempts=num("attempts") or 0,
+                deaths=num("deaths") or 0,
+                worker=get("worker") or None,
+                result=get("result"),
+                error=error,
+                errors=errors or [],
+                cancel_requested=bool(get("cancel")),
+                meta=meta or {},
+                progress=float(progress) if progress else None,
+                progress_message=get("progress_msg") or None,
+                trace=trace,
                 version=version,
+                limit_key=get("limit_key"),
+                max_concurrency=_limit_int(get("max_concurrency")),
+                rate=(rate_n, _limit_int(get("rate_ms")) or 1000,
+                      _limit_int(get("rate_burst")) or 1) if rate_n else None,
+                limit_wait=get("limit_wait") == "1",
             )
         except PayloadError:
             raise
-        except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-            raise PayloadError(f"malformed job hash: {exc}") from exc
+        except Exception as exc:  # anything a hostile hash provokes (OverflowError for
+            # '1e400', RecursionError for deep JSON, ...) is a malformed job, not a crash
+            raise PayloadError(f"malformed job hash: {type(exc).__name__}: {exc}") from exc
 
     @classmethod
     def decode_many(cls, hashes: list[Any]) -> list[JobRecord]:
@@ -147,10 +232,14 @@ class JobRecord:
                     continue
         return out
 
-    def call(self) -> tuple[list[Any], dict[str, Any]]:
-        """The decoded positional and keyword arguments."""
+    def call(self, allowed: str = "json") -> tuple[list[Any], dict[str, Any]]:
+        """The decoded positional and keyword arguments.
+
+        ``allowed`` is the serializer the queue is configured with: the hash's ``ser`` field
+        is data anyone with write access to Redis can set, so it may not choose pickle.
+        """
         try:
-            data = get_serializer(self.serializer).loads(self.payload)
+            data = codec(self.serializer, allowed).loads(self.payload)
             args, kwargs = data
             if not isinstance(args, list) or not isinstance(kwargs, dict):
                 raise TypeError("payload is not [args, kwargs]")
@@ -168,6 +257,19 @@ class JobRecord:
         if self.started_at is None or self.ended_at is None:
             return None
         return max(0.0, (self.ended_at - self.started_at) / 1000)
+
+
+def codec(name: str, allowed: str) -> Serializer:
+    """The codec for data a job hash says was encoded with ``name``, where the queue is
+    configured for ``allowed``. JSON is always safe to decode; any other codec (pickle) only
+    where the site chose it, so that bytes written into Redis cannot make a process unpickle.
+    """
+    if name != "json" and name != allowed:
+        raise PayloadError(
+            f"the job's data is encoded with the {name!r} serializer, but this queue uses "
+            f"{allowed!r}; it is not decoded (set REDISQ['SERIALIZER'] = {name!r} only if every "
+            f"writer to this Redis is trusted)")
+    return get_serializer(name)
 
 
 def encode_fields(fields: Mapping[str, Any]) -> list[Any]:
@@ -256,7 +358,19 @@ class Job(Generic[R]):
 
     @property
     def meta(self) -> dict[str, Any]:
+        """The job's meta dict: as enqueued, then as the running job saved it."""
         return self.record.meta
+
+    @property
+    def progress(self) -> float | None:
+        """The fraction done (0 to 1) the running job last reported, or None.
+
+        Read fresh from Redis while the job has not ended (like ``meta``)."""
+        return self.record.progress
+
+    @property
+    def progress_message(self) -> str | None:
+        return self.record.progress_message
 
     # -- actions ------------------------------------------------------------------------------
     def cancel(self) -> str | None:
@@ -282,7 +396,8 @@ class Job(Generic[R]):
     # -- helpers ------------------------------------------------------------------------------
     def _decode_result(self, rec: JobRecord) -> R:
         try:
-            value: R = get_serializer(rec.serializer).loads(rec.result or b"null")
+            value: R = codec(rec.serializer, self.queue.serializer.name).loads(
+                rec.result or b"null")
         except Exception as exc:
             raise PayloadError(f"cannot decode the result of job {self.id}: {exc}") from exc
         return value

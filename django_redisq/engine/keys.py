@@ -64,8 +64,30 @@ class QueueKeys:
         return f"{self.base}:wake"
 
     @cached_property
+    def stats(self) -> str:
+        """Hash of cumulative job counters and time histograms per function (metrics)."""
+        return f"{self.base}:stats"
+
+    @cached_property
     def paused(self) -> str:
         return f"{self.base}:paused"
+
+    def outbox_pushed(self, token: str) -> str:
+        """Set when a transactional-outbox entry was pushed: a repeated push (relay after a
+        crash) of the same entry enqueues nothing."""
+        return f"{self.base}:outbox:{token}"
+
+    @cached_property
+    def limit_prefix(self) -> str:
+        """Keys of one limit key (see ``limits.py``): ``limit_prefix + key + ":run"`` (sorted
+        set of the jobs holding a concurrency slot, scored by lease deadline), ``":wait"``
+        (sorted set of the jobs waiting for a slot, scored by their place in the queue) and
+        ``":bucket"`` (hash: a rate limit's token bucket). Scripts derive these names, and the
+        state keys, from ``job_prefix`` (``qkey`` in the script prelude); keep them in step."""
+        return f"{self.base}:limit:"
+
+    def limit(self, key: str, part: str) -> str:
+        return f"{self.limit_prefix}{key}:{part}"
 
     def cron_last(self, schedule: str) -> str:
         """The last tick (ms) enqueued for a periodic schedule: makes each tick run once."""

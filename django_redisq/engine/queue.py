@@ -8,16 +8,17 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import scripts
+from . import scripts, tracing
 from .connection import RedisConnection
-from .errors import JobNotFound, RedisQError
+from .errors import JobNotFound, NotReplicated, PayloadError, RedisQError
 from .job import SCHEMA_VERSION, Job, JobRecord, encode_fields
 from .keys import ACTIVE_STATES, STATES, TERMINAL_STATES, QueueKeys
+from .limits import Limits
 from .ops import Batch, Call, Cmd, Driver, Steps
 from .retry import Retry
 from .serializers import Serializer, check_serializable, get_serializer
@@ -26,12 +27,49 @@ DEFAULT_RESULT_TTL = 24 * 3600.0
 DEFAULT_FAILURE_TTL = 7 * 24 * 3600.0
 DEFAULT_TIMEOUT = 180.0
 DEFAULT_MAX_PAYLOAD = 512 * 1024
+#: How long (ms) the marker of a pushed outbox entry is kept: a repeated push of the entry
+#: within this time enqueues nothing.
+OUTBOX_MARKER_TTL = 7 * 24 * 3600 * 1000
 #: Longest single blocking wait of ``Job.get()``, in seconds (it loops until its timeout).
 WAIT_SLICE = 2.0
 
 
 class PayloadTooLarge(RedisQError, ValueError):
     """The encoded arguments exceed ``MAX_PAYLOAD_BYTES``."""
+
+
+def _first(reply: list[Any]) -> Any:
+    return reply[0]
+
+
+def _netstrings(data: bytes) -> list[bytes]:
+    """Split ``b"3:abc1:x"`` into ``[b"abc", b"x"]`` (malformed data raises PayloadError)."""
+    out: list[bytes] = []
+    pos, end = 0, len(data)
+    try:
+        while pos < end:
+            colon = data.index(b":", pos)
+            size = int(data[pos:colon])
+            pos = colon + 1 + size
+            if size < 0 or pos > end:
+                raise ValueError("truncated")
+            out.append(data[colon + 1:pos])
+    except ValueError as exc:
+        raise PayloadError(f"malformed job notification: {exc}") from None
+    return out
+
+
+def _claim_reply(reply: list[Any]) -> tuple[int, list[tuple[bytes, list[bytes]]]]:
+    return int(reply[0]), [(pair[0], pair[1]) for pair in reply[1]]
+
+
+def claimed(record: JobRecord, worker: str, at_ms: int) -> JobRecord:
+    """A record read by the claim script, updated with what the claim wrote."""
+    record.status = "started"
+    record.started_at = at_ms
+    record.worker = worker
+    record.attempts += 1
+    return record
 
 
 def _ms(seconds: float) -> int:
@@ -46,6 +84,8 @@ class Prepared:
     queue: Queue
     id: str
     call: Call
+    #: The outbox marker key (see ``prepare(outbox=...)``), else None.
+    marker: str | None = None
 
     def send(self) -> Job[Any]:
         return self.queue.send(self)
@@ -68,6 +108,8 @@ class Queue:
         result_ttl: float = DEFAULT_RESULT_TTL,
         failure_ttl: float = DEFAULT_FAILURE_TTL,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ) -> None:
         self.name = name
         self.connection = connection
@@ -78,6 +120,10 @@ class Queue:
         self.result_ttl = result_ttl
         self.failure_ttl = failure_ttl
         self.max_payload_bytes = max_payload_bytes
+        #: After an enqueue, ``WAIT`` until this many replicas acknowledged it (0: do not wait),
+        #: so that an enqueue that returned survives a failover to one of them.
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self._driver = Driver(lambda: f"queue {self.name!r} at {self.connection.masked_url}")
 
     def __repr__(self) -> str:
@@ -85,10 +131,10 @@ class Queue:
 
     # -- running steps ------------------------------------------------------------------------
     def run(self, steps: Steps[Any]) -> Any:
-        return self._driver.drive(self.connection.client(), steps)
+        return self._driver.drive(self.connection.client, steps)
 
     async def arun(self, steps: Steps[Any]) -> Any:
-        return await self._driver.adrive(self.connection.aclient(), steps)
+        return await self._driver.adrive(self.connection.aclient, steps)
 
     # -- enqueue ------------------------------------------------------------------------------
     def prepare(
@@ -110,6 +156,8 @@ class Queue:
         once: tuple[str, int] | None = None,
         depends_on: Sequence[Job[Any] | str] | None = None,
         run_anyway: bool = False,
+        outbox: str | None = None,
+        limits: Limits | None = None,
     ) -> Prepared:
         """Check and encode a job without touching Redis.
 
@@ -117,8 +165,15 @@ class Queue:
         bad options, so mistakes surface in the caller, before anything is sent. ``once`` is
         ``(schedule name, tick ms)``: the job is sent only if no later tick was (cron).
         ``depends_on`` keeps the job ``deferred`` until those jobs (of this queue) finish; if
-        one fails or is canceled, this job is canceled, unless ``run_anyway``.
+        one fails or is canceled, this job is canceled, unless ``run_anyway``. ``outbox`` is a
+        transactional-outbox entry's token: sending the prepared job again (the relay, after a
+        crash) enqueues nothing, even if the job already ended (``prepared.marker`` is the key
+        that records it; keep it with ``OUTBOX_MARKER_TTL``). ``limits`` (from
+        ``@job(limit_key=..., max_concurrency=..., rate_limit=...)``) are resolved here, in the
+        caller: the key function runs now, and workers only read the result.
         """
+        if once and outbox:
+            raise ValueError("a job cannot be both a periodic tick (once) and an outbox entry")
         kwargs = kwargs or {}
         payload = check_serializable(self.serializer, tuple(args), kwargs, arg_names)
         if len(payload) > self.max_payload_bytes:
@@ -166,45 +221,84 @@ class Queue:
             timeout = self.default_timeout
         elif not isinstance(timeout, (int, float)) or timeout <= 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        # Defaults are left out (the record reads them back as such): no ``attempts`` (the
+        # claim counts from 0), no ``priority`` 0, no ``ser`` json; ``id`` and ``status`` are
+        # written by the script.
         fields = {
             "v": SCHEMA_VERSION,
-            "id": job_id,
             "queue": self.name,
             "func": func,
-            "ser": self.serializer.name,
+            "ser": None if self.serializer.name == "json" else self.serializer.name,
             "payload": payload,
-            "priority": priority,
+            "priority": priority or None,
             "timeout": timeout,
             "retry": retry.to_dict() if retry else None,
             "result_ttl": _ms(self.result_ttl if result_ttl is None else result_ttl),
             "failure_ttl": _ms(self.failure_ttl if failure_ttl is None else failure_ttl),
-            "attempts": 0,
             "meta": meta or None,
+            "trace": tracing.carrier() if tracing.ENABLED else None,
         }
+        if limits is not None:
+            fields.update(limits.fields(args, kwargs))
         k = self.keys
+        # ``once`` is (key, tick): the script enqueues only if the key holds no tick >= this
+        # one, and records it. Cron ticks use it for "exactly once per tick"; an outbox entry
+        # uses tick 1 on its own marker key for "at most once per entry".
+        if once:
+            once_key, tick = k.cron_last(once[0]), once[1]
+        elif outbox:
+            once_key, tick = k.outbox_pushed(outbox), 1
+        else:
+            once_key, tick = None, None
         call = Call(
             scripts.ENQUEUE_SCRIPT,
-            [k.job(job_id), k.state("queued"), k.state("scheduled"), k.state("finished"),
-             k.state("failed"), k.state("canceled"), k.seq,
-             k.cron_last(once[0]) if once else k.seq, k.state("deferred")],
-            [job_id, k.channel, at_ms, delay_ms, priority, once[1] if once else "",
+            [k.job(job_id), once_key] if once_key else [k.job(job_id)],
+            [job_id, k.base, at_ms, delay_ms, priority, "" if tick is None else tick,
              json.dumps(dep_ids) if dep_ids else "", "1" if run_anyway else "0",
-             k.job_prefix, k.deps_prefix, k.done_prefix, *encode_fields(fields)],
+             *encode_fields(fields)],
         )
-        return Prepared(self, job_id, call)
+        return Prepared(self, job_id, call, once_key if outbox else None)
 
     def _send_steps(self, prepared: Sequence[Prepared]) -> Steps[list[Job[Any]]]:
-        if len(prepared) == 1:
-            replies = [(yield prepared[0].call)]
-        elif prepared:
-            replies = yield Batch([p.call for p in prepared])
-        else:
+        acked = self.wait_replicas
+        if not prepared:
             replies = []
+        elif self.wait_replicas or any(p.marker for p in prepared):
+            ops: list[Call | Cmd] = []
+            for p in prepared:
+                ops.append(p.call)
+                if p.marker:
+                    # Outbox entries: the marker gets its lifetime in the same round trip.
+                    ops.append(Cmd(("PEXPIRE", p.marker, OUTBOX_MARKER_TTL)))
+            if self.wait_replicas:
+                # WAIT counts the replicas that have this connection's writes: same pipeline,
+                # last (and sent again after scripts re-run for NOSCRIPT).
+                ops.append(Cmd(("WAIT", self.wait_replicas, self.wait_timeout_ms),
+                               follows_writes=True))
+            all_replies = yield Batch(ops)
+            if self.wait_replicas:
+                acked = all_replies[-1]
+                ops, all_replies = ops[:-1], all_replies[:-1]
+            replies = [r for r, op in zip(all_replies, ops) if isinstance(op, Call)]
+            # A script reloaded after NOSCRIPT ran after its PEXPIRE: set those again.
+            again = [op for r, op in zip(all_replies, ops) if isinstance(op, Cmd) and r == 0]
+            if again:
+                yield Batch(again)
+        elif len(prepared) == 1:
+            replies = [(yield prepared[0].call)]
+        else:
+            replies = yield Batch([p.call for p in prepared])
         for p, reply in zip(prepared, replies):
             if reply[1] == b"missing":
                 raise JobNotFound(
                     f"job {p.id} depends on job {reply[2].decode()}, which does not exist in "
                     f"queue {self.name!r} (never enqueued, or expired after its TTL)")
+        if int(acked) < self.wait_replicas:
+            raise NotReplicated(
+                f"{len(prepared)} job(s) of queue {self.name!r} reached the master at "
+                f"{self.connection.masked_url} but only {acked} of {self.wait_replicas} "
+                f"replica(s) confirmed them within {self.wait_timeout_ms} ms: they are "
+                f"queued, yet a failover now could lose them (first id {prepared[0].id})")
         return [Job(self, p.id) for p in prepared]
 
     def send(self, prepared: Prepared) -> Job[Any]:
@@ -333,7 +427,7 @@ class Queue:
         k = self.keys
         calls = [Call(scripts.REQUEUE_SCRIPT,
                       [k.job(i), k.state("failed"), k.state("canceled"), k.state("queued"),
-                       k.seq], [i, k.channel]) for i in job_ids]
+                       k.seq, k.done(i)], [i, k.channel]) for i in job_ids]
         if not calls:
             return 0
         replies = yield Batch(calls)
@@ -381,23 +475,33 @@ class Queue:
 
     # -- waiting ------------------------------------------------------------------------------
     def _wait_steps(self, job_id: str, timeout: float | None) -> Steps[JobRecord]:
+        """Register as a waiter and block until the job ends, in one round trip; then one
+        more to read the ended job."""
         deadline = None if timeout is None else time.monotonic() + timeout
         k = self.keys
+        done = k.done(job_id)
         while True:
-            reply = yield Call(scripts.WATCH_SCRIPT, [k.job(job_id)], [])
-            if not reply:
-                raise JobNotFound(f"job {job_id} not found in queue {self.name!r}")
-            if isinstance(reply, list):
-                return JobRecord.from_hash(reply)
             remaining = WAIT_SLICE if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"job {job_id} did not end within {timeout} s")
             # BLMOVE from a list onto itself blocks until a token exists and never consumes it,
             # so any number of waiters wake on one notification. It blocks in slices: a block
             # must end before the client's read timeout (redis-py 8 applies one to blocking
             # commands), and each slice re-checks the job.
-            yield Cmd(("BLMOVE", k.done(job_id), k.done(job_id), "RIGHT", "LEFT",
-                       round(max(0.001, min(remaining, WAIT_SLICE)), 3)))
+            reply, token = yield Batch([
+                Call(scripts.WATCH_SCRIPT, [k.job(job_id), done], []),
+                Cmd(("BLMOVE", done, done, "RIGHT", "LEFT",
+                     round(max(0.001, min(remaining, WAIT_SLICE)), 3))),
+            ])
+            if not reply:
+                raise JobNotFound(f"job {job_id} not found in queue {self.name!r}")
+            if isinstance(reply, list):
+                return JobRecord.from_hash(reply)
+            if token is not None:
+                # The token is the ended job's hash (see terminate() in the scripts).
+                record = JobRecord.from_hash(_netstrings(token))
+                if record.is_terminal:
+                    return record
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} did not end within {timeout} s")
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
         return self.run(self._wait_steps(job_id, timeout))  # type: ignore[no-any-return]
@@ -406,41 +510,76 @@ class Queue:
         return await self.arun(self._wait_steps(job_id, timeout))  # type: ignore[no-any-return]
 
     # -- worker operations (described, run by the worker's own driver) ------------------------
-    def claim_call(self, worker: str, n: int, lease_ms: int) -> Call:
+    def claim_call(self, worker: str, n: int, lease_ms: int, run_now: int | None = None) -> Call:
+        """Claim up to ``n`` queued jobs (highest priority first) under a lease. The reply is
+        ``(claimed_at_ms, [(id, hash fields as read before the claim), ...])``: apply
+        ``claimed()`` to each decoded record for the fields the claim wrote. Jobs beyond the
+        first ``run_now`` (default: all run now) are marked prefetched: should the worker die
+        before it starts them (and clears the mark), their recovery counts no death."""
         k = self.keys
         return Call(scripts.CLAIM_SCRIPT, [k.state("queued"), k.state("started")],
-                    [k.job_prefix, n, worker, lease_ms])
+                    [k.job_prefix, n, worker, lease_ms, n if run_now is None else run_now],
+                    parse=_claim_reply)
+
+    def started_call(self, job_id: str) -> Cmd:
+        """A prefetched job started: its recovery counts a death again."""
+        return Cmd(("HSET", self.keys.job(job_id), "pf", "0"))
 
     def finish_call(self, job_id: str, worker: str, result: bytes) -> Call:
+        """Record one finished job; the reply is its code (see ``finish_many_call``)."""
+        return self.finish_many_call(worker, [(job_id, result)], parse=_first)
+
+    def finish_many_call(self, worker: str, results: Sequence[tuple[str, bytes]],
+                         parse: Callable[[Any], Any] | None = None) -> Call:
+        """Record finished jobs ``(id, encoded result)`` in one script call; the reply has one
+        code per job: 1 recorded, 0 gone, -1 owned by another worker, -2 not finishable."""
         k = self.keys
-        return Call(scripts.FINISH_SCRIPT,
-                    [k.job(job_id), k.state("started"), k.state("queued"), k.state("finished"),
-                     k.state("deferred"), k.seq, k.state("canceled")],
-                    [job_id, worker, k.done_prefix, result, k.job_prefix, k.deps_prefix,
-                     k.channel])
+        args: list[Any] = [worker, k.done_prefix, k.job_prefix, k.deps_prefix, k.channel]
+        for job_id, result in results:
+            args += (job_id, result)
+        call = Call(scripts.FINISH_SCRIPT,
+                    [k.state("started"), k.state("queued"), k.state("finished"),
+                     k.state("deferred"), k.seq, k.state("canceled")], args)
+        if parse is not None:
+            call.parse = parse
+        return call
 
     def fail_call(self, job_id: str, worker: str, error: str, errors: str,
-                  retry_delay_ms: int = -1, status: str = "failed") -> Call:
+                  retry_delay_ms: int = -1, status: str = "failed",
+                  failure_ttl: float | None = None) -> Call:
+        """``failure_ttl`` (seconds) replaces the hash's own, for a hash that cannot be read."""
         k = self.keys
         return Call(scripts.FAIL_SCRIPT,
                     [k.job(job_id), k.state("started"), k.state("queued"), k.state("scheduled"),
                      k.state("failed"), k.state("canceled"), k.seq, k.state("deferred")],
                     [job_id, worker, k.done_prefix, k.channel, error, errors, retry_delay_ms,
-                     status, k.job_prefix, k.deps_prefix])
+                     status, k.job_prefix, k.deps_prefix,
+                     "" if failure_ttl is None else _ms(failure_ttl)])
 
-    def maintain_call(self, max_deaths: int, limit: int = 1000) -> Call:
+    def maintain_call(self, max_deaths: int, limit: int = 1000, trim: bool = True) -> Call:
+        """Recover expired leases, promote due jobs and, with ``trim``, drop expired ids from
+        the terminal registries. Reply: ``(recovered, poisoned, promoted, next_due_ms or -1,
+        now_ms)``."""
         k = self.keys
         return Call(scripts.MAINTAIN_SCRIPT,
                     [k.state("started"), k.state("queued"), k.state("failed"), k.seq,
                      k.state("scheduled"), k.state("finished"), k.state("canceled"),
-                     k.state("deferred")],
+                     k.state("deferred"), k.stats],
                     [k.job_prefix, k.done_prefix, k.channel, max_deaths, limit,
-                     k.deps_prefix])
+                     k.deps_prefix, "1" if trim else "0"])
 
     def renew_call(self, worker: str, lease_ms: int, job_ids: Sequence[str]) -> Call:
         k = self.keys
         return Call(scripts.RENEW_SCRIPT, [k.state("started")],
                     [k.job_prefix, worker, lease_ms, *job_ids])
+
+    def stats_call(self, increments: Sequence[Any]) -> Call:
+        """Add ``[field, n, field, n, ...]`` to this queue's stats hash (``counters``)."""
+        return Call(scripts.STATS_SCRIPT, [self.keys.stats], list(increments))
+
+    def progress_call(self, job_id: str, worker: str, fields: Sequence[Any]) -> Call:
+        """Write a running job's progress/meta ``[field, value, ...]`` if ``worker`` runs it."""
+        return Call(scripts.PROGRESS_SCRIPT, [self.keys.job(job_id)], [worker, *fields])
 
     def release_call(self, job_id: str, worker: str) -> Call:
         k = self.keys

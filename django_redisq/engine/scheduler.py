@@ -70,7 +70,8 @@ class CronScheduler:
                 continue
             tick_ms = int(due.timestamp() * 1000)
             prepared = queue.prepare(s.func, s.args, s.kwargs,
-                                     job_id=f"cron:{s.name}:{tick_ms}", once=(s.name, tick_ms))
+                                     job_id=f"cron:{s.name}:{tick_ms}", once=(s.name, tick_ms),
+                                     limits=s.limits)
             created, _status = await queue.arun(one(prepared.call))
             if created:
                 self.enqueued += 1

@@ -37,6 +37,7 @@ end
 -- priority: (100 - priority) * 2^44 + sequence. Priorities are clamped to [-100, 100].
 local function push_queued(queued, seq, channel, id, priority)
   local p = tonumber(priority) or 0
+  if p ~= p then p = 0 end  -- 'nan' from a corrupt hash: ZADD would refuse the score
   if p > 100 then p = 100 elseif p < -100 then p = -100 end
   local n = redis.call('INCR', seq)
   redis.call('ZADD', queued, (100 - p) * 17592186044416 + n, id)
@@ -52,11 +53,43 @@ local function push_scheduled(scheduled, channel, id, due)
   if head[1] == id then redis.call('PUBLISH', channel, 's') end
 end
 
+-- A TTL in ms read from a job hash, made safe for PEXPIRE: a hash may hold anything (a
+-- corrupt or hostile writer), and PEXPIRE refuses fractions, 'inf', 'nan' and huge values,
+-- which would fail the script half-way. Missing: 0. Not a number: 7 days (the default
+-- FAILURE_TTL), so the job stays visible and still expires. Capped at ~31 years.
+local function safe_ttl(ttl)
+  if not ttl or ttl == '' then return 0 end
+  local n = tonumber(ttl)
+  if n == nil or n ~= n then return 604800000 end
+  if n < 0 then return -1 end
+  if n > 1e12 then return 1e12 end
+  return math.floor(n)
+end
+
 -- Move a job hash into a terminal state: registry scored by expiry, hash expiring with it.
--- Expired ids leave the registries in MAINTAIN (every heartbeat), not here on every job.
-local function terminate(key, registry, id, status, now, ttl)
-  redis.call('HSET', key, 'status', status, 'ended_at', now)
-  ttl = tonumber(ttl) or 0
+-- Extra field/value pairs are written in the same HSET. Expired ids leave the registries in
+-- MAINTAIN, not here on every job.
+--
+-- Clients blocked in Job.get() are woken only when one registered (field 'w', passed as
+-- ``waited``), so the common case costs nothing. The token pushed on their list is the ended
+-- job's hash as netstrings ("<len>:<bytes>" per field and value), so a waiter needs no
+-- further read, even when the hash is deleted at once (ttl 0). Waiters rotate the list with
+-- BLMOVE and never consume the token.
+local function terminate(key, registry, id, status, now, ttl, waited, done_prefix, ...)
+  redis.call('HSET', key, 'status', status, 'ended_at', now, ...)
+  ttl = safe_ttl(ttl)
+  if waited then
+    local parts = {}
+    for _, v in ipairs(redis.call('HGETALL', key)) do
+      parts[#parts + 1] = #v .. ':' .. v
+    end
+    local done = done_prefix .. id
+    redis.call('DEL', done)
+    redis.call('RPUSH', done, table.concat(parts))
+    local t = ttl
+    if t < 60000 then t = 60000 end
+    redis.call('PEXPIRE', done, t)
+  end
   if ttl < 0 then
     redis.call('PERSIST', key)
     redis.call('ZADD', registry, '+inf', id)
@@ -65,18 +98,6 @@ local function terminate(key, registry, id, status, now, ttl)
   else
     redis.call('PEXPIRE', key, ttl)
     redis.call('ZADD', registry, now + ttl, id)
-  end
-end
-
--- Wake clients blocked in Job.get(): only when one registered (field 'w'), so the common
--- case costs nothing. Waiters rotate the list with BLMOVE and never consume the token.
-local function notify(key, done_prefix, id, waited, ttl)
-  if waited then
-    local done = done_prefix .. id
-    redis.call('RPUSH', done, '1')
-    local t = tonumber(ttl) or 0
-    if t < 60000 then t = 60000 end
-    redis.call('PEXPIRE', done, t)
   end
 end
 
@@ -107,46 +128,205 @@ local function settle(q, id, ok)
             message = 'canceled because its dependency ' .. item[1] .. ' did not finish'})
           redis.call('HSET', key, 'error', err)
           local f = redis.call('HMGET', key, 'failure_ttl', 'w')
-          terminate(key, q[7], dep, 'canceled', now_ms(), f[1])
-          notify(key, q[8], dep, f[2], f[1])
+          terminate(key, q[7], dep, 'canceled', now_ms(), f[1], f[2], q[8])
           stack[#stack + 1] = {dep, false}
         end
       end
     end
   end
 end
+
+-- Concurrency and rate limits (see limits.py). A limited job's hash carries 'limit_key' and
+-- 'max_concurrency' and/or 'rate_n', 'rate_ms', 'rate_burst', written at enqueue.
+-- The helpers derive every key they touch from the job prefix '<prefix>:{<queue>}:job:'
+-- (keys.py), so the scripts that call them keep their KEYS and ARGV; all those keys carry the
+-- queue's hash tag, like the job hashes.
+local function qkey(job_prefix, name)
+  return string.sub(job_prefix, 1, -5) .. name
+end
+
+-- A limit field as a positive finite number, else ``default``: a garbled field (0, nan, inf)
+-- must neither fail a script half-way nor park a job for ever.
+local function positive(x, default)
+  x = tonumber(x)
+  if x and x > 0 and x < math.huge then return x end
+  return default
+end
+
+-- How long a slot stays reserved for a waiter sent back to queued: a worker claiming it in
+-- that time gets the slot even if newer jobs of its key came first.
+local SLOT_RESERVE_MS = 60000
+
+-- Send up to ``free`` jobs waiting for a slot of a limit key back to queued, each to the place
+-- in the queue it had (its queued score), with a slot reserved for it. Ids of jobs that no
+-- longer wait (canceled, deleted, enqueued again) are dropped on the way.
+local function wake_waiters(job_prefix, base, free, now)
+  if free <= 0 then return end
+  local wait, run = base .. ':wait', base .. ':run'
+  local queued = qkey(job_prefix, 'queued')
+  for _ = 1, free + 1000 do
+    if free <= 0 then return end
+    local head = redis.call('ZPOPMIN', wait)
+    if #head == 0 then return end
+    local id = head[1]
+    local key = job_prefix .. id
+    if is_job(key) then
+      local f = redis.call('HMGET', key, 'status', 'limit_wait')
+      if f[1] == 'deferred' and f[2] == '1' then
+        redis.call('HDEL', key, 'limit_wait')
+        redis.call('HSET', key, 'status', 'queued')
+        redis.call('ZREM', qkey(job_prefix, 'deferred'), id)
+        redis.call('ZADD', run, now + SLOT_RESERVE_MS, id)
+        redis.call('ZADD', queued, head[2], id)
+        if redis.call('ZCARD', queued) == 1 then
+          redis.call('PUBLISH', qkey(job_prefix, 'wake'), 'q')
+        end
+        free = free - 1
+      end
+    end
+  end
+end
+
+-- A job stops holding, or waiting for, a slot of its limit key ``lk`` (max ``maxc``): it
+-- finished, failed, was retried, recovered, put back, canceled or deleted. Free its slot and
+-- wake as many waiters as there are free slots (slots of dead workers free themselves: they
+-- are scored by lease deadline).
+local function limit_release(job_prefix, id, lk, maxc)
+  local base = qkey(job_prefix, 'limit:') .. lk
+  local run = base .. ':run'
+  local now = now_ms()
+  redis.call('ZREM', run, id)
+  redis.call('ZREM', base .. ':wait', id)
+  redis.call('ZREMRANGEBYSCORE', run, '-inf', now)
+  wake_waiters(job_prefix, base, math.max(1, positive(maxc, 1)) - redis.call('ZCARD', run), now)
+end
+
+-- limit_release for a job hash not read yet; call it before the hash may be deleted.
+local function limit_gone(job_prefix, key, id)
+  local f = redis.call('HMGET', key, 'limit_key', 'max_concurrency')
+  if f[1] and f[2] then limit_release(job_prefix, id, f[1], f[2]) end
+end
+
+-- Token bucket of a rate limit (hash: tokens, ts in ms): refill at n per period up to burst,
+-- then take a token. With none left the token is reserved ahead (the count goes negative) and
+-- the time it comes due is returned: each job over the rate is delayed once, to its own turn.
+local function take_token(bucket, n, period, burst, now)
+  local b = redis.call('HMGET', bucket, 'tokens', 'ts')
+  local tokens, ts = tonumber(b[1]), tonumber(b[2])
+  if not tokens or not ts then tokens, ts = burst, now end
+  if now > ts then
+    tokens = math.min(burst, tokens + (now - ts) * n / period)
+    ts = now
+  end
+  tokens = tokens - 1
+  redis.call('HSET', bucket, 'tokens', tokens, 'ts', ts)
+  -- A full bucket is the same as none: it expires once it would be full again.
+  local full_in = math.min(math.ceil((burst - tokens) * period / n), 1e12)
+  redis.call('PEXPIRE', bucket, full_in + 1000)
+  if tokens >= 0 then return now end
+  return now + math.ceil(-tokens * period / n)
+end
+
+-- How many jobs admit() parked in this call (see parked_enough).
+local LIMITS = {parked = 0}
+
+-- Claim-time check of a job's limits, from its hash as read (an HGETALL reply: no extra
+-- command for jobs without limits). Returns true when it may start now (taking a slot and a
+-- token). Otherwise the job is parked without holding a worker: when every slot of its key is
+-- taken, in 'deferred' and the key's waiting set (a job of the key that stops frees a slot and
+-- wakes it); when the rate is used up, in 'scheduled' until its reserved token is due (the
+-- scheduler promotes it then, and it does not pay again).
+local function admit(job_prefix, key, id, score, now, deadline, h)
+  local limited = false
+  for j = 1, #h, 2 do
+    if h[j] == 'limit_key' then limited = true break end
+  end
+  if not limited then return true end
+  local f = {}
+  for j = 1, #h, 2 do f[h[j]] = h[j + 1] end
+  local base = qkey(job_prefix, 'limit:') .. f.limit_key
+  local run = base .. ':run'
+  local maxc = positive(f.max_concurrency, nil)
+  if maxc and maxc < 1 then maxc = 1 end
+  local reserved = false
+  if maxc then
+    redis.call('ZREMRANGEBYSCORE', run, '-inf', now)
+    reserved = redis.call('ZSCORE', run, id)
+    if not reserved and redis.call('ZCARD', run) >= maxc then
+      redis.call('HSET', key, 'status', 'deferred', 'limit_wait', '1')
+      redis.call('ZADD', qkey(job_prefix, 'deferred'), now, id)
+      redis.call('ZADD', base .. ':wait', score, id)
+      LIMITS.parked = LIMITS.parked + 1
+      return false
+    end
+  end
+  local n = positive(f.rate_n, nil)
+  if n and f.rate_paid ~= '1' then
+    local period, burst = positive(f.rate_ms, 1000), math.max(1, positive(f.rate_burst, 1))
+    local due = take_token(base .. ':bucket', n, period, burst, now)
+    if due > now then
+      if reserved then
+        redis.call('ZREM', run, id)
+        wake_waiters(job_prefix, base, maxc - redis.call('ZCARD', run), now)
+      end
+      redis.call('HSET', key, 'status', 'scheduled', 'scheduled_for', due, 'rate_paid', '1')
+      push_scheduled(qkey(job_prefix, 'scheduled'), qkey(job_prefix, 'wake'), id, due)
+      LIMITS.parked = LIMITS.parked + 1
+      return false
+    end
+  end
+  if maxc then redis.call('ZADD', run, deadline, id) end
+  if f.rate_paid then redis.call('HDEL', key, 'rate_paid') end
+  return true
+end
+
+-- Jobs admit() parked leave room in a claim, which takes the next ones; past 256 parked jobs
+-- in one call it stops and wakes the workers (this one too) to go on with another call, so
+-- that each call stays short.
+local function parked_enough(queued, job_prefix)
+  if LIMITS.parked < 256 then return false end
+  if redis.call('ZCARD', queued) > 0 then
+    redis.call('PUBLISH', qkey(job_prefix, 'wake'), 'q')
+  end
+  return true
+end
 """
 
-# KEYS: job, queued, scheduled, finished, failed, canceled, seq, once, deferred
-# ARGV: id, channel, at_ms (0: none), delay_ms (0: none), priority, once_tick ('' : none),
-#       depends_on (JSON list of ids, '' : none), run_anyway ('1'/'0'), job_prefix,
-#       deps_prefix, done_prefix, field, value, ...
+# KEYS: job, [once]
+# ARGV: id, base (the queue's key prefix, "<prefix>:{<queue>}"), at_ms (0: none), delay_ms
+#       (0: none), priority, once_tick ('' : none; then KEYS[2] is the once key),
+#       depends_on (JSON list of ids, '' : none), run_anyway ('1'/'0'), field, value, ...
+# The queue's other keys are named from ``base`` here (same hash tag, so the same Cluster
+# slot as the job key): an enqueue sends 8 arguments and the job's fields, not 20 key names.
 # Returns {1, status} when created, {0, status} when a job with this id is still active, and
 # {0, 'once'} when ``once`` already records this tick or a later one (cron: exactly once), and
 # {0, 'missing', id} when a dependency does not exist (never enqueued, or expired).
 ENQUEUE = r"""
-local id = ARGV[1]
+local id, base = ARGV[1], ARGV[2]
+local queued, scheduled, seq = base .. ':queued', base .. ':scheduled', base .. ':seq'
+local canceled, deferred, channel = base .. ':canceled', base .. ':deferred', base .. ':wake'
+local job_prefix = base .. ':job:'
 if ARGV[6] ~= '' then
   local tick = tonumber(ARGV[6])
-  if tick <= (tonumber(redis.call('GET', KEYS[8])) or -1) then return {0, 'once'} end
-  redis.call('SET', KEYS[8], ARGV[6])
+  if tick <= (tonumber(redis.call('GET', KEYS[2])) or -1) then return {0, 'once'} end
+  redis.call('SET', KEYS[2], ARGV[6])
 end
 local st = redis.call('HGET', KEYS[1], 'status')
 if st then
   if st == 'queued' or st == 'scheduled' or st == 'started' or st == 'deferred' then
     return {0, st}
   end
-  redis.call('ZREM', KEYS[4], id)
-  redis.call('ZREM', KEYS[5], id)
-  redis.call('ZREM', KEYS[6], id)
-  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', base .. ':finished', id)
+  redis.call('ZREM', base .. ':failed', id)
+  redis.call('ZREM', canceled, id)
+  redis.call('DEL', KEYS[1], base .. ':done:' .. id)  -- with the old run's end token
 end
 local now = now_ms()
 local pending, failed_dep = 0, nil
 if ARGV[7] ~= '' then
   local deps = cjson.decode(ARGV[7])
   for _, d in ipairs(deps) do
-    local ds = redis.call('HGET', ARGV[9] .. d, 'status')
+    local ds = redis.call('HGET', job_prefix .. d, 'status')
     if not ds then return {0, 'missing', d} end
     if ds == 'failed' or ds == 'canceled' then
       if ARGV[8] ~= '1' then failed_dep = d end
@@ -158,86 +338,136 @@ end
 local due = 0
 if tonumber(ARGV[3]) > 0 then due = tonumber(ARGV[3]) end
 if tonumber(ARGV[4]) > 0 then due = now + tonumber(ARGV[4]) end
-redis.call('HSET', KEYS[1], 'enqueued_at', now, unpack(ARGV, 12))
+local status = 'queued'
+if failed_dep then status = 'canceled'
+elseif pending > 0 then status = 'deferred'
+elseif due > now then status = 'scheduled' end
+if status == 'scheduled' then
+  redis.call('HSET', KEYS[1], 'id', id, 'enqueued_at', now, 'status', status,
+             'scheduled_for', due, unpack(ARGV, 9))
+else
+  redis.call('HSET', KEYS[1], 'id', id, 'enqueued_at', now, 'status', status, unpack(ARGV, 9))
+end
 if failed_dep then
   local err = cjson.encode({type = 'DependencyFailed', traceback = '',
     message = 'canceled because its dependency ' .. failed_dep .. ' did not finish'})
   redis.call('HSET', KEYS[1], 'error', err)
-  terminate(KEYS[1], KEYS[6], id, 'canceled', now, redis.call('HGET', KEYS[1], 'failure_ttl'))
+  terminate(KEYS[1], canceled, id, 'canceled', now, redis.call('HGET', KEYS[1], 'failure_ttl'),
+            false, '')
   return {1, 'canceled'}
 end
 if pending > 0 then
-  redis.call('HSET', KEYS[1], 'status', 'deferred', 'pending', pending, 'dep_any', ARGV[8])
-  redis.call('ZADD', KEYS[9], now, id)
+  redis.call('HSET', KEYS[1], 'pending', pending, 'dep_any', ARGV[8])
+  redis.call('ZADD', deferred, now, id)
   for _, d in ipairs(cjson.decode(ARGV[7])) do
-    local ds = redis.call('HGET', ARGV[9] .. d, 'status')
+    local ds = redis.call('HGET', job_prefix .. d, 'status')
     if ds ~= 'finished' and ds ~= 'failed' and ds ~= 'canceled' then
-      redis.call('SADD', ARGV[10] .. d, id)
+      redis.call('SADD', base .. ':dependents:' .. d, id)
+      -- Tells FINISH that this job has dependents to settle (most jobs have none).
+      redis.call('HSET', job_prefix .. d, 'deps', '1')
     end
   end
   return {1, 'deferred'}
 end
-if due > now then
-  redis.call('HSET', KEYS[1], 'status', 'scheduled', 'scheduled_for', due)
-  push_scheduled(KEYS[3], ARGV[2], id, due)
+if status == 'scheduled' then
+  push_scheduled(scheduled, channel, id, due)
   return {1, 'scheduled'}
 end
-redis.call('HSET', KEYS[1], 'status', 'queued')
-push_queued(KEYS[2], KEYS[7], ARGV[2], id, ARGV[5])
+push_queued(queued, seq, channel, id, ARGV[5])
 return {1, 'queued'}
 """
 
 # KEYS: queued, started
-# ARGV: job_prefix, n, worker, lease_ms
-# Returns a list of {id, HGETALL reply} pairs, one per claimed job.
+# ARGV: job_prefix, n, worker, lease_ms, run_now (jobs beyond the first run_now are prefetched:
+#       marked 'pf' 1, so that a worker dying before it starts them costs them no death)
+# Returns {now_ms, {{id, HGETALL reply}, ...}}, one pair per claimed job. The hash is read
+# before the claim's own writes: the caller sets status 'started', started_at = now_ms, worker,
+# and attempts + 1 on its copy (what the script wrote), which saves a read per job.
+# Fewer than n jobs returned means the queue is empty (workers rely on it to wait for a wake-up):
+# an id without a job hash (expired, deleted, or a key of another type) is dropped and another
+# is popped in its place.
 CLAIM = r"""
-local popped = redis.call('ZPOPMIN', KEYS[1], ARGV[2])
-if #popped == 0 then return {} end
+local want = tonumber(ARGV[2])
+local popped = redis.call('ZPOPMIN', KEYS[1], want)
+if #popped == 0 then return {0, {}} end
 local now = now_ms()
 local deadline = now + tonumber(ARGV[4])
 local out = {}
-for i = 1, #popped, 2 do
-  local id = popped[i]
-  local key = ARGV[1] .. id
-  if is_job(key) then
-    redis.call('HSET', key, 'status', 'started', 'started_at', now, 'worker', ARGV[3])
-    bump(key, 'attempts', 1)
-    redis.call('ZADD', KEYS[2], deadline, id)
-    out[#out + 1] = {id, redis.call('HGETALL', key)}
+local run_now = tonumber(ARGV[5]) or 0
+while #popped > 0 do
+  for i = 1, #popped, 2 do
+    local id = popped[i]
+    local key = ARGV[1] .. id
+    -- pcall: a key of another type is no job (skipped, as a missing one), not a script error.
+    local h = redis.pcall('HGETALL', key)
+    if type(h) == 'table' and not h.err and #h > 0
+        and admit(ARGV[1], key, id, popped[i + 1], now, deadline, h) then
+      local pf = '0'
+      if #out >= run_now then pf = '1' end
+      redis.call('HSET', key, 'status', 'started', 'started_at', now, 'worker', ARGV[3], 'pf', pf)
+      if type(redis.pcall('HINCRBY', key, 'attempts', 1)) == 'table' then
+        -- Not an integer: counted as 0, in Redis and in the copy returned (the caller adds 1).
+        local n = bump(key, 'attempts', 1)
+        for j = 1, #h, 2 do
+          if h[j] == 'attempts' then h[j + 1] = tostring(n - 1) end
+        end
+      end
+      redis.call('ZADD', KEYS[2], deadline, id)
+      out[#out + 1] = {id, h}
+    end
   end
+  if #out >= want or parked_enough(KEYS[1], ARGV[1]) then break end
+  popped = redis.call('ZPOPMIN', KEYS[1], want - #out)
 end
-return out
+return {now, out}
 """
 
-# KEYS: job, started, queued, finished, deferred, seq, canceled
-# ARGV: id, worker, done_prefix, result, job_prefix, deps_prefix, channel
-# Returns 1 when recorded, 0 when the job no longer exists, -1 when another worker owns it
-# (our lease expired and it was claimed again), -2 when it is in a state we may not finish.
+# KEYS: started, queued, finished, deferred, seq, canceled
+# ARGV: worker, done_prefix, job_prefix, deps_prefix, channel, id, result, id, result, ...
+# Records many finished jobs in one call (a worker flushes what finished during the last round
+# trip). Returns one code per job: 1 when recorded, 0 when the job no longer exists, -1 when
+# another worker owns it (our lease expired and it was claimed again), -2 when it is in a state
+# we may not finish.
 FINISH = r"""
-local id = ARGV[1]
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return 0 end
-if st == 'started' then
-  if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[2] then return -1 end
-  redis.call('ZREM', KEYS[2], id)
-elseif st == 'queued' then
-  -- Our lease expired and recovery put it back; it has run now, so do not run it again.
-  redis.call('ZREM', KEYS[3], id)
-else
-  return -2
-end
+local worker = ARGV[1]
 local now = now_ms()
-redis.call('HSET', KEYS[1], 'result', ARGV[4])
-local f = redis.call('HMGET', KEYS[1], 'result_ttl', 'w')
-terminate(KEYS[1], KEYS[4], id, 'finished', now, f[1])
-notify(KEYS[1], ARGV[3], id, f[2], f[1])
-settle({ARGV[5], ARGV[6], KEYS[5], KEYS[3], KEYS[6], ARGV[7], KEYS[7], ARGV[3]}, id, true)
-return 1
+local codes = {}
+for i = 6, #ARGV, 2 do
+  local id = ARGV[i]
+  local key = ARGV[3] .. id
+  local f = redis.call('HMGET', key, 'status', 'worker', 'result_ttl', 'w', 'deps',
+    'limit_key', 'max_concurrency')
+  local st, code = f[1], 1
+  if not st then
+    code = 0
+  elseif st == 'started' then
+    if f[2] ~= worker then
+      code = -1
+    else
+      redis.call('ZREM', KEYS[1], id)
+      if f[6] and f[7] then limit_release(ARGV[3], id, f[6], f[7]) end
+    end
+  elseif st == 'queued' then
+    -- Our lease expired and recovery put it back; it has run now, so do not run it again.
+    redis.call('ZREM', KEYS[2], id)
+  else
+    code = -2
+  end
+  if code == 1 then
+    terminate(key, KEYS[3], id, 'finished', now, f[3], f[4], ARGV[2], 'result', ARGV[i + 1])
+    if f[5] then
+      settle({ARGV[3], ARGV[4], KEYS[4], KEYS[2], KEYS[5], ARGV[5], KEYS[6], ARGV[2]}, id, true)
+    end
+  end
+  codes[#codes + 1] = code
+end
+return codes
 """
 
 # KEYS: job, started, queued, scheduled, failed, canceled, seq, deferred
 # ARGV: id, worker, done_prefix, channel, error_json, errors_json, retry_delay_ms (-1: none),
-#       final status ('failed' or 'canceled'), job_prefix, deps_prefix
+#       final status ('failed' or 'canceled'), job_prefix, deps_prefix,
+#       failure TTL ms overriding the hash's ('' : the hash's; for hashes that cannot be read)
 # Returns the new status, or '' when the job is gone or owned by another worker.
 FAIL = r"""
 local id = ARGV[1]
@@ -246,6 +476,7 @@ if not st then return '' end
 if st == 'started' then
   if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[2] then return '' end
   redis.call('ZREM', KEYS[2], id)
+  limit_gone(ARGV[9], KEYS[1], id)
 elseif st == 'queued' then
   redis.call('ZREM', KEYS[3], id)
 else
@@ -266,16 +497,17 @@ if delay >= 0 then
   return 'scheduled'
 end
 local f = redis.call('HMGET', KEYS[1], 'failure_ttl', 'w')
+if ARGV[11] and ARGV[11] ~= '' then f[1] = ARGV[11] end
 local registry = KEYS[5]
 if ARGV[8] == 'canceled' then registry = KEYS[6] end
-terminate(KEYS[1], registry, id, ARGV[8], now, f[1])
-notify(KEYS[1], ARGV[3], id, f[2], f[1])
+terminate(KEYS[1], registry, id, ARGV[8], now, f[1], f[2], ARGV[3])
 settle({ARGV[9], ARGV[10], KEYS[8], KEYS[3], KEYS[7], ARGV[4], KEYS[6], ARGV[3]}, id, false)
 return ARGV[8]
 """
 
-# KEYS: started, queued, failed, seq, scheduled, finished, canceled, deferred
-# ARGV: job_prefix, done_prefix, channel, max_deaths, limit, deps_prefix
+# KEYS: started, queued, failed, seq, scheduled, finished, canceled, deferred, stats
+# ARGV: job_prefix, done_prefix, channel, max_deaths, limit, deps_prefix, trim ('1': also drop
+#       expired ids from the terminal registries)
 # Recovers jobs whose lease expired (their worker died), promotes due scheduled jobs, and drops
 # expired ids from the terminal registries (their hashes expire by themselves).
 # Returns {recovered, poisoned, promoted, next_due_ms (-1: none), now_ms}.
@@ -286,10 +518,25 @@ local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, to
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[1], id)
   local key = ARGV[1] .. id
-  if is_job(key) then
+  local prefetched, pf_deaths = false, 0
+  if is_job(key) then limit_gone(ARGV[1], key, id) end
+  if is_job(key) and redis.call('HGET', key, 'pf') == '1' then
+    prefetched = true
+    pf_deaths = bump(key, 'pf_deaths', 1)
+  end
+  if prefetched and pf_deaths < tonumber(ARGV[4]) * 5 then
+    -- Claimed ahead by a worker that died, most likely before starting it (the mark is
+    -- cleared soon after a prefetched job starts): no death and no attempt count. A job that
+    -- kills its worker as soon as it starts could escape poison detection this way, so such
+    -- recoveries are bounded too, at five times MAX_DEATHS.
+    bump(key, 'attempts', -1)
+    redis.call('HSET', key, 'status', 'queued', 'worker', '', 'pf', '0')
+    push_queued(KEYS[2], KEYS[4], ARGV[3], id, redis.call('HGET', key, 'priority'))
+    recovered = recovered + 1
+  elseif is_job(key) then
     local deaths = bump(key, 'deaths', 1)
     local worker = redis.call('HGET', key, 'worker') or ''
-    if deaths >= tonumber(ARGV[4]) then
+    if deaths >= tonumber(ARGV[4]) or prefetched then
       local err = cjson.encode({type = 'WorkerDied', message = 'the worker running this job died '
         .. deaths .. ' times (last: ' .. worker .. '); it is failed as a poison job',
         traceback = ''})
@@ -300,33 +547,41 @@ for _, id in ipairs(expired) do
         if ok and type(decoded) == 'table' then list = decoded end
       end
       list[#list + 1] = cjson.decode(err)
-      redis.call('HSET', key, 'error', err, 'errors', cjson.encode(list))
+      local ok, encoded = pcall(cjson.encode, list)  -- a hostile 'errors' may not re-encode
+      if not ok then encoded = '[' .. err .. ']' end
+      redis.call('HSET', key, 'error', err, 'errors', encoded)
       local f = redis.call('HMGET', key, 'failure_ttl', 'w')
-      terminate(key, KEYS[3], id, 'failed', now, f[1])
-      notify(key, ARGV[2], id, f[2], f[1])
+      terminate(key, KEYS[3], id, 'failed', now, f[1], f[2], ARGV[2])
       settle({ARGV[1], ARGV[6], KEYS[8], KEYS[2], KEYS[4], ARGV[3], KEYS[7], ARGV[2]}, id, false)
+      redis.call('HINCRBY', KEYS[9], 'o|failed|' .. (redis.call('HGET', key, 'func') or ''), 1)
       poisoned = poisoned + 1
     else
+      redis.call('HINCRBY', KEYS[9], 'o|recovered|' .. (redis.call('HGET', key, 'func') or ''), 1)
       redis.call('HSET', key, 'status', 'queued', 'worker', '')
       push_queued(KEYS[2], KEYS[4], ARGV[3], id, redis.call('HGET', key, 'priority'))
       recovered = recovered + 1
     end
   end
 end
-local due = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, tonumber(ARGV[5]))
-for _, id in ipairs(due) do
-  redis.call('ZREM', KEYS[5], id)
-  local key = ARGV[1] .. id
-  if is_job(key) then
-    redis.call('HSET', key, 'status', 'queued')
-    push_queued(KEYS[2], KEYS[4], ARGV[3], id, redis.call('HGET', key, 'priority'))
-    promoted = promoted + 1
-  end
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
-redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now)
 local head = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+if head[2] and tonumber(head[2]) <= now then
+  local due = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, tonumber(ARGV[5]))
+  for _, id in ipairs(due) do
+    redis.call('ZREM', KEYS[5], id)
+    local key = ARGV[1] .. id
+    if is_job(key) then
+      redis.call('HSET', key, 'status', 'queued')
+      push_queued(KEYS[2], KEYS[4], ARGV[3], id, redis.call('HGET', key, 'priority'))
+      promoted = promoted + 1
+    end
+  end
+  head = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+end
+if ARGV[7] == '1' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now)
+end
 local next_due = -1
 if head[2] then next_due = tonumber(head[2]) end
 return {recovered, poisoned, promoted, next_due, now}
@@ -341,15 +596,40 @@ local deadline = now + tonumber(ARGV[3])
 local lost, cancel = {}, {}
 for i = 4, #ARGV do
   local id = ARGV[i]
-  local f = redis.call('HMGET', ARGV[1] .. id, 'worker', 'status', 'cancel')
+  local f = redis.call('HMGET', ARGV[1] .. id, 'worker', 'status', 'cancel', 'limit_key',
+    'max_concurrency')
   if f[1] == ARGV[2] and f[2] == 'started' then
     redis.call('ZADD', KEYS[1], deadline, id)
+    if f[4] and f[5] then
+      redis.call('ZADD', qkey(ARGV[1], 'limit:') .. f[4] .. ':run', deadline, id)
+    end
     if f[3] then cancel[#cancel + 1] = id end
-  else
+  elseif f[2] == 'started' or f[2] == 'queued' then
+    -- Recovered (queued again, or claimed by another worker). A job that ended meanwhile
+    -- (its outcome was written after the renewal list was taken) is not lost.
     lost[#lost + 1] = id
   end
 end
 return {lost, cancel}
+"""
+
+# KEYS: stats
+# ARGV: field, increment, ...
+# Adds a worker's batched job counters (see ``counters``) to the queue's stats hash.
+STATS = r"""
+for i = 1, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+# KEYS: job
+# ARGV: worker, field, value, ...
+# A running job's progress and meta, written only while this worker still runs it (a late
+# write must not bring back a job that ended, expired or moved to another worker).
+PROGRESS = r"""
+local f = redis.call('HMGET', KEYS[1], 'status', 'worker')
+if f[1] ~= 'started' or f[2] ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
 """
 
 # KEYS: job, started, queued, seq
@@ -359,6 +639,7 @@ RELEASE = r"""
 local f = redis.call('HMGET', KEYS[1], 'status', 'worker', 'priority')
 if f[1] ~= 'started' or f[2] ~= ARGV[2] then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
+limit_gone(string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[1]), KEYS[1], ARGV[1])
 bump(KEYS[1], 'attempts', -1)
 redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', '')
 push_queued(KEYS[3], KEYS[4], ARGV[3], ARGV[1], f[3])
@@ -379,9 +660,9 @@ elseif st == 'scheduled' then from = KEYS[3]
 elseif st == 'deferred' then from = KEYS[4] end
 if from then
   redis.call('ZREM', from, id)
+  limit_gone(ARGV[4], KEYS[1], id)
   local f = redis.call('HMGET', KEYS[1], 'failure_ttl', 'w')
-  terminate(KEYS[1], KEYS[5], id, 'canceled', now_ms(), f[1])
-  notify(KEYS[1], ARGV[2], id, f[2], f[1])
+  terminate(KEYS[1], KEYS[5], id, 'canceled', now_ms(), f[1], f[2], ARGV[2])
   settle({ARGV[4], ARGV[5], KEYS[4], KEYS[2], KEYS[6], ARGV[3], KEYS[5], ARGV[2]}, id, false)
   return 'canceled'
 end
@@ -392,7 +673,7 @@ end
 return st
 """
 
-# KEYS: job, failed, canceled, queued, seq
+# KEYS: job, failed, canceled, queued, seq, done list
 # ARGV: id, channel
 # Puts a failed or canceled job back on its queue. Returns 1 when requeued.
 REQUEUE = r"""
@@ -400,6 +681,7 @@ local st = redis.call('HGET', KEYS[1], 'status')
 if st == 'failed' then redis.call('ZREM', KEYS[2], ARGV[1])
 elseif st == 'canceled' then redis.call('ZREM', KEYS[3], ARGV[1])
 else return 0 end
+redis.call('DEL', KEYS[6])  -- the old end's token must not wake waiters of the new run
 redis.call('PERSIST', KEYS[1])
 redis.call('HDEL', KEYS[1], 'ended_at', 'cancel', 'worker')
 redis.call('HSET', KEYS[1], 'status', 'queued', 'deaths', 0)
@@ -412,22 +694,29 @@ return 1
 # A deleted job never finishes: jobs deferred on it are settled as if it had failed.
 DELETE = r"""
 for i = 2, 8 do redis.call('ZREM', KEYS[i], ARGV[1]) end
+if is_job(KEYS[1]) then limit_gone(ARGV[2], KEYS[1], ARGV[1]) end
 local existed = redis.call('DEL', KEYS[1])
 settle({ARGV[2], ARGV[3], KEYS[5], KEYS[3], KEYS[9], ARGV[4], KEYS[8], ARGV[5]}, ARGV[1], false)
 return existed
 """
 
-# KEYS: job
+# KEYS: job, done list
 # Returns the job's fields when it has ended, otherwise registers a waiter and returns its
-# status, or nil when the job does not exist.
+# status, or nil when the job does not exist. The caller sends its blocking BLMOVE on the done
+# list in the same pipeline, so an ended job also gets a token there (the BLMOVE returns at
+# once), as does a missing one.
 WATCH = r"""
 local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return false end
-if st == 'finished' or st == 'failed' or st == 'canceled' then
-  return redis.call('HGETALL', KEYS[1])
+if st and st ~= 'finished' and st ~= 'failed' and st ~= 'canceled' then
+  redis.call('HSET', KEYS[1], 'w', '1')
+  return st
 end
-redis.call('HSET', KEYS[1], 'w', '1')
-return st
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('RPUSH', KEYS[2], '1')
+  redis.call('PEXPIRE', KEYS[2], 60000)
+end
+if not st then return false end
+return redis.call('HGETALL', KEYS[1])
 """
 
 # KEYS: leader
@@ -447,14 +736,18 @@ return 0
 """
 
 # KEYS: workers (sorted set), worker (hash)
-# ARGV: name, ttl_ms, forget_after_ms, field, value, ...
-# Records a worker's heartbeat; workers silent for forget_after_ms are dropped from the set.
+# ARGV: name, ttl_ms, forget_after_ms (0: do not prune now), field, value, ...
+# Records a worker's heartbeat: its score in the set is the beat's time. The hash is written
+# only when fields are given (the worker sends them when they changed); workers silent for
+# forget_after_ms are dropped from the set when asked. An idle worker's beat is 4 commands.
 HEARTBEAT = r"""
 local now = now_ms()
-redis.call('HSET', KEYS[2], 'last_beat', now, unpack(ARGV, 4))
+if #ARGV > 3 then redis.call('HSET', KEYS[2], 'last_beat', now, unpack(ARGV, 4)) end
 redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]))
 redis.call('ZADD', KEYS[1], now, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
+if tonumber(ARGV[3]) > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
+end
 return now
 """
 
@@ -487,9 +780,11 @@ DELETE_SCRIPT = _script("delete", DELETE)
 WATCH_SCRIPT = _script("watch", WATCH)
 HEARTBEAT_SCRIPT = _script("heartbeat", HEARTBEAT)
 LEAD_SCRIPT = _script("lead", LEAD)
+STATS_SCRIPT = Script("stats", STATS)
+PROGRESS_SCRIPT = Script("progress", PROGRESS)
 
 ALL_SCRIPTS = (
     ENQUEUE_SCRIPT, CLAIM_SCRIPT, FINISH_SCRIPT, FAIL_SCRIPT, MAINTAIN_SCRIPT, RENEW_SCRIPT,
     RELEASE_SCRIPT, CANCEL_SCRIPT, REQUEUE_SCRIPT, DELETE_SCRIPT, WATCH_SCRIPT,
-    HEARTBEAT_SCRIPT, LEAD_SCRIPT,
+    HEARTBEAT_SCRIPT, LEAD_SCRIPT, STATS_SCRIPT, PROGRESS_SCRIPT,
 )

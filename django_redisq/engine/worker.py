@@ -6,9 +6,12 @@ functions run in a thread pool of the same size (``Executor``). The loop never p
 * idle, it waits for a Pub/Sub message that a queue became non-empty (sent by the enqueue,
   retry, promotion and recovery scripts), having subscribed before it last found the queues
   empty, so no wake-up is missed;
-* it claims up to its free slots in one script call per queue, in the order the queues were
-  given (strict priority), skipping queues known to be empty since their last message;
-* outcomes are written by a flusher that sends everything finished meanwhile in one pipeline;
+* it claims up to its free slots plus a small prefetch buffer in one script call per queue, in
+  the order the queues were given (strict priority), skipping queues known to be empty since
+  their last message; a slot that frees takes the next buffered job at once, with no round
+  trip in between;
+* outcomes are written by a flusher that sends everything finished meanwhile in one pipeline,
+  the finished jobs of one queue in one script call;
 * a maintenance task beats the heartbeat, renews the leases of running jobs, recovers jobs
   whose lease expired (their worker died), and promotes scheduled jobs exactly when due.
 """
@@ -16,12 +19,14 @@ functions run in a thread pool of the same size (``Executor``). The loop never p
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import os
 import random
 import signal
 import socket
+import threading
 import time
 import traceback
 import uuid
@@ -32,13 +37,15 @@ from typing import Any
 import redis
 
 from . import keys as keymod
-from .context import JobContext, set_current
+from . import tracing
+from .context import PROGRESS_INTERVAL, JobContext, set_current
+from .counters import UNREGISTERED, JobCounters
 from .cron import Schedule
 from .errors import JobTimeout, PayloadError, RedisQError, UnknownFunction
 from .executors import Executor
 from .job import JobRecord
 from .ops import Batch, Call, Cmd, one
-from .queue import Queue
+from .queue import Queue, claimed
 from .registry import Registered, Registry
 from .registry import registry as default_registry
 from .retry import class_path, retry_delay
@@ -49,6 +56,21 @@ log = logging.getLogger("django_redisq.worker")
 
 #: Exit code of a process-mode child that must be replaced (a sync job hit its timeout).
 EXIT_REPLACE = 75
+#: Least seconds between two writes of the job counters with the outcomes (a busy worker adds
+#: one small script call per queue this often, not one per pipeline); pending counts are also
+#: written at every heartbeat and when the worker stops.
+COUNTERS_INTERVAL = 1.0
+
+#: An idle worker (no job running or prefetched) beats every IDLE_BEAT x ``heartbeat``: its
+#: leases need no renewal, and the beat is all it sends (I1: under 1 command per second).
+IDLE_BEAT = 2
+#: Heartbeats between trims of the terminal registries (ids of expired hashes; the hashes
+#: expire by themselves): once a minute at the default heartbeat.
+TRIM_BEATS = 12
+
+#: Seconds of work a worker claims ahead of its free slots, at its jobs' recent run time: a
+#: prefetched job waits about this long at most, while other workers may be idle.
+PREFETCH_WINDOW = 0.05
 
 
 @dataclass
@@ -60,7 +82,8 @@ class WorkerOptions:
     #: Seconds a claimed job's lease lasts without renewal; a dead worker's jobs come back
     #: after at most ``lease + heartbeat``.
     lease: float = 30.0
-    #: Seconds between heartbeats, lease renewals and recovery sweeps.
+    #: Seconds between heartbeats, lease renewals and recovery sweeps while jobs run (twice
+    #: that when idle).
     heartbeat: float = 5.0
     #: A job whose worker died this many times is failed as a poison job.
     max_deaths: int = 3
@@ -73,6 +96,13 @@ class WorkerOptions:
     exit_on_sync_timeout: bool = False
     #: Most jobs claimed in one call (defaults to the concurrency).
     batch: int | None = None
+    #: Most jobs claimed ahead of free slots, so that a slot that frees starts the next job
+    #: without a round trip (``None``: as many as the concurrency; 0: never). The buffer
+    #: adapts to the jobs' run time: only as many as the slots finish within
+    #: ``PREFETCH_WINDOW`` at the recent pace, so a worker busy with long jobs holds none back
+    #: from idle workers. Prefetched jobs hold leases and are put back on shutdown or
+    #: suspension.
+    prefetch: int | None = None
     #: Extra fields shown in the heartbeat (e.g. the supervisor's pid).
     info: dict[str, Any] = field(default_factory=dict)
     #: Periodic jobs this worker may enqueue when it leads (needs ``scheduler``).
@@ -84,7 +114,8 @@ class WorkerHooks:
 
     ``run_sync`` runs in the job's thread around the function call, ``run_async`` on the loop
     around the coroutine (Django closes stale database connections there). ``event`` is
-    awaited on the loop for ``job_started``, ``job_finished`` and ``job_failed``.
+    awaited on the loop for ``job_started``, ``job_finished`` and ``job_failed``
+    (``exc=``, and ``outcome=``: ``failed``, ``retried`` or ``timed_out``).
     """
 
     has_events = False
@@ -117,8 +148,33 @@ def describe_exception(exc: BaseException) -> dict[str, Any]:
     return {"type": class_path(type(exc)), "message": message, "traceback": tb}
 
 
+class _Finished:
+    """An outcome waiting in the outbox: a job that finished with this encoded result."""
+
+    __slots__ = ("job_id", "payload")
+
+    def __init__(self, job_id: str, payload: bytes) -> None:
+        self.job_id = job_id
+        self.payload = payload
+
+
+def job_extra(queue: str, rec: JobRecord) -> dict[str, Any]:
+    """The ``extra`` of every log record about a job: structured logs filter on these."""
+    return {"job_id": rec.id, "queue": queue, "function": rec.func, "attempt": rec.attempts}
+
+
+def wait_seconds(rec: JobRecord) -> float | None:
+    """Seconds from enqueue (or the due time of a delayed job or retry) to start."""
+    if rec.started_at is None:
+        return None
+    since = rec.enqueued_at
+    if rec.scheduled_for is not None and rec.scheduled_for <= rec.started_at:
+        since = rec.scheduled_for if since is None else max(since, rec.scheduled_for)
+    return None if since is None else max(0, rec.started_at - since) / 1000
+
+
 class _Running:
-    __slots__ = ("context", "is_async", "queue", "record", "task")
+    __slots__ = ("context", "is_async", "outcome", "queue", "record", "t0", "task")
 
     def __init__(self, queue: Queue, record: JobRecord, context: JobContext) -> None:
         self.queue = queue
@@ -126,6 +182,9 @@ class _Running:
         self.context = context
         self.task: asyncio.Task[None] | None = None
         self.is_async = False
+        self.t0 = time.monotonic()
+        #: How the attempt ended (``counters.OUTCOMES``), once it has.
+        self.outcome = ""
 
 
 class Worker:
@@ -139,6 +198,7 @@ class Worker:
         registry: Registry | None = None,
         hooks: WorkerHooks | None = None,
         schedule_queues: dict[str, Queue] | None = None,
+        executor: Callable[[int], Executor] | None = None,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -148,6 +208,8 @@ class Worker:
             raise ValueError("concurrency must be at least 1")
         self.registry = registry or default_registry
         self.hooks = hooks or WorkerHooks()
+        #: Makes the executor from the concurrency: ``Executor`` (a thread pool) by default.
+        self._make_executor: Callable[[int], Executor] = executor or Executor
         self.name = self.options.name or default_worker_name()
         self.prefix = self.queues[0].prefix
         self.lease_ms = int(self.options.lease * 1000)
@@ -158,24 +220,48 @@ class Worker:
         #: Queues periodic jobs go to (they need not be queues this worker serves).
         self._schedule_queues = {**(schedule_queues or {}), **self._by_name}
         self._running: dict[tuple[str, str], _Running] = {}
+        #: Claimed jobs waiting for a slot (the prefetch buffer), in claim order.
+        self._ready: collections.deque[tuple[Queue, JobRecord]] = collections.deque()
+        #: Jobs claimed as prefetched (marked so in Redis), and those of them that started
+        #: since the last flush: the flush clears the mark of those still running.
+        self._prefetched: set[tuple[str, str]] = set()
+        self._pf_started: list[tuple[Queue, str]] = []
+        self._prefetch = (self.options.concurrency if self.options.prefetch is None
+                          else max(0, self.options.prefetch))
+        #: Moving average of job run times (seconds); None until a job has run.
+        self._avg_run: float | None = None
         self._slots = 0
         self._claimed = 0
         self._maybe = {q.name: True for q in self.queues}
         self._gen = {q.name: 0 for q in self.queues}
-        self._outbox: list[tuple[Queue, Call, asyncio.Future[Any]]] = []
+        self._outbox: list[tuple[Queue, Call | Cmd | _Finished, asyncio.Future[Any]]] = []
+        #: Job counts not yet added to the queues' stats hashes (written with the outbox).
+        self.counters = JobCounters()
+        self._counters_due = 0.0
         self._started_ms = int(time.time() * 1000)
         self._executor: Executor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._signals = 0
         self._suspended = False
         self._wrote_since_probe = False
+        self._beat_fields: dict[str, Any] | None = None
+        #: Read the suspension key at the next beat (a b"p" message announced a change).
+        self._check_suspension = False
+        self._beats = 0
+        self._next_trim = 0.0
+        self._stop_early: bool | None = None
+        self._stop_lock = threading.Lock()
 
     # -- public control -----------------------------------------------------------------------
     def stop(self, graceful: bool = True) -> None:
-        """Ask the worker to stop (thread-safe). ``graceful=False`` puts running jobs back now."""
-        loop = self._loop
-        if loop is None:
-            return
+        """Ask the worker to stop (thread-safe). ``graceful=False`` puts running jobs back now.
+        Asked before ``run()`` has started, the worker stops as soon as it starts."""
+        with self._stop_lock:
+            loop = self._loop
+            if loop is None:
+                self._stop_early = graceful if self._stop_early is None else (
+                    self._stop_early and graceful)
+                return
         loop.call_soon_threadsafe(self._request_stop, graceful)
 
     def _request_stop(self, graceful: bool) -> None:
@@ -203,7 +289,8 @@ class Worker:
     # -- main ---------------------------------------------------------------------------------
     async def run(self, install_signals: bool = False) -> int:
         """Serve until stopped, burst-drained or ``max_jobs`` done; returns the exit code."""
-        self._loop = asyncio.get_running_loop()
+        with self._stop_lock:
+            self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         self._hard = asyncio.Event()
         self._wake = asyncio.Event()
@@ -218,9 +305,11 @@ class Worker:
         # drain, the maintenance task still renews their leases. redis-py may turn a
         # cancellation into a ConnectionError, so loops check this rather than trust cancel.
         self._closed = asyncio.Event()
-        self._executor = Executor(self.options.concurrency)
+        self._executor = self._make_executor(self.options.concurrency)
         if install_signals:
             self.install_signal_handlers()
+        if self._stop_early is not None:
+            self._request_stop(self._stop_early)
         self._pubsub_ready = asyncio.Event()
         tasks = [
             asyncio.create_task(self._listen(), name="redisq-listen"),
@@ -230,7 +319,6 @@ class Worker:
             t.add_done_callback(self._background_done)
         try:
             await self._wait_any(self._pubsub_ready, self._stopping)
-            await self._read_suspension()
             tasks.append(asyncio.create_task(self._maintenance_loop(), name="redisq-maintain"))
             tasks[-1].add_done_callback(self._background_done)
             if self.options.scheduler and self.options.schedules:
@@ -245,6 +333,7 @@ class Worker:
             await self._drain()
         finally:
             await self._flushed()
+            await self._write_counters()
             self._closed.set()
             for t in tasks:
                 t.cancel()
@@ -271,10 +360,11 @@ class Worker:
         opts = self.options
         backoff = 0.1
         while not self._stopping.is_set():
-            free = opts.concurrency - self._slots
+            self._start_ready()
+            free = opts.concurrency + self._prefetch_now() - self._slots - len(self._ready)
             if opts.max_jobs is not None:
                 left = opts.max_jobs - self._claimed
-                if left <= 0:
+                if left <= 0 and not self._ready:
                     return
                 free = min(free, left)
             if free <= 0 or self._suspended:
@@ -282,7 +372,7 @@ class Worker:
                 # and waiting on a set event would spin without yielding to the loop. Resuming
                 # sets ``_slot_free``.
                 self._slot_free.clear()
-                await self._wait_any(self._slot_free, self._stopping)
+                await self._slot_free.wait()  # set by stop() too
                 continue
             self._wake.clear()
             try:
@@ -292,15 +382,14 @@ class Worker:
                 backoff = await self._backoff("claiming jobs", exc, backoff, self._stopping)
                 continue
             if claimed:
-                for queue, rec in claimed:
-                    self._start(queue, rec)
+                self._ready.extend(claimed)
                 continue
             if opts.burst:
                 # A sync job frees its slot when its thread ends, a moment before its outcome
                 # is queued for writing: wait for the job itself, not only for its slot.
-                if self._running:
+                if self._running or self._ready:
                     self._slot_free.clear()
-                    await self._wait_any(self._slot_free, self._stopping)
+                    await self._slot_free.wait()  # set by stop() too
                     continue
                 # Outcomes written since the last full pass may have queued jobs (released
                 # dependents, retries, jobs enqueued by jobs) whose wake-up message is still
@@ -315,45 +404,101 @@ class Worker:
                         self._mark(name)
                     continue
                 return
-            await self._wait_any(self._wake, self._stopping)
+            await self._wake.wait()  # set by a wake-up message, and by stop()
 
     async def _claim(self, n: int) -> list[tuple[Queue, JobRecord]]:
         out: list[tuple[Queue, JobRecord]] = []
+        # Jobs beyond the free slots are prefetched, and marked so (see claim_call).
+        run_now = self.options.concurrency - self._slots - len(self._ready)
         for queue in self.queues:
             if n <= 0:
                 break
             if not self._maybe[queue.name]:
                 continue
             gen = self._gen[queue.name]
-            replies = await queue.arun(one(queue.claim_call(self.name, n, self.lease_ms)))
+            at_ms, replies = await queue.arun(
+                one(queue.claim_call(self.name, n, self.lease_ms, max(0, run_now))))
+            for job_id, _fields in replies[max(0, run_now):]:
+                self._prefetched.add((queue.name, job_id.decode(errors="replace")))
+            run_now -= len(replies)
             if len(replies) < n and self._gen[queue.name] == gen:
                 self._maybe[queue.name] = False
             self._claimed += len(replies)
             n -= len(replies)
             for job_id, fields in replies:
                 try:
-                    out.append((queue, JobRecord.from_hash(fields)))
+                    rec = JobRecord.from_hash(fields)
+                    if rec.id.encode() != job_id:
+                        # Outcomes are written by rec.id: they would miss this job.
+                        raise PayloadError(f"malformed job hash: its id field {rec.id!r} is "
+                                           f"not the id of its key")
+                    out.append((queue, claimed(rec, self.name, at_ms)))
                 except PayloadError as exc:
                     self._reject(queue, job_id.decode(errors="replace"), exc)
         return out
 
     def _reject(self, queue: Queue, job_id: str, exc: BaseException) -> None:
-        """Fail a job whose hash cannot even be decoded."""
+        """Fail a job whose hash cannot even be decoded. Its own failure TTL may be garbage
+        too, so the queue's applies: the failed job stays visible for that long."""
         err = describe_exception(exc)
-        log.error("job %s in %s is malformed: %s", job_id, queue.name, err["message"])
+        log.error("job %s in %s is malformed: %s", job_id, queue.name, err["message"],
+                  extra={"job_id": job_id, "queue": queue.name, "function": UNREGISTERED,
+                         "attempt": None})
         self.failed += 1
-        self._send(queue, queue.fail_call(job_id, self.name, json.dumps(err), json.dumps([err])))
+        self.counters.record(queue.name, UNREGISTERED, "failed", None, None)
+        self._send(queue, queue.fail_call(job_id, self.name, json.dumps(err), json.dumps([err]),
+                                          failure_ttl=queue.failure_ttl))
+
+    def _prefetch_now(self) -> int:
+        """How many jobs to hold beyond the free slots: what the slots finish within
+        ``PREFETCH_WINDOW`` at the recent run time; none before a job has run."""
+        avg = self._avg_run
+        if not self._prefetch or avg is None:
+            return 0
+        expected = self.options.concurrency * PREFETCH_WINDOW / max(avg, 1e-6)
+        return min(self._prefetch, int(expected))
 
     # -- running ------------------------------------------------------------------------------
+    def _start_ready(self) -> None:
+        """Start buffered jobs while slots are free (not once stopping: they go back)."""
+        ready = self._ready
+        while ready and self._slots < self.options.concurrency and not self._stopping.is_set():
+            queue, rec = ready.popleft()
+            if self._prefetched and (queue.name, rec.id) in self._prefetched:
+                self._prefetched.discard((queue.name, rec.id))
+                self._pf_started.append((queue, rec.id))
+            self._start(queue, rec)
+
+    def _release_ready(self, why: str) -> None:
+        """Put prefetched jobs back on their queues (shutdown, suspension)."""
+        if not self._ready:
+            return
+        log.info("worker %s: putting %d prefetched job(s) back (%s)", self.name,
+                 len(self._ready), why)
+        while self._ready:
+            queue, rec = self._ready.popleft()
+            self._prefetched.discard((queue.name, rec.id))
+            self._claimed -= 1
+            self._send(queue, queue.release_call(rec.id, self.name))
+
     def _start(self, queue: Queue, rec: JobRecord) -> None:
         ctx = JobContext(rec, queue, self.name)
         running = _Running(queue, rec, ctx)
+        ctx._sink = lambda _ctx: self._progress_changed(running)
         self._running[(queue.name, rec.id)] = running
         self._slots += 1
-        running.task = asyncio.create_task(self._process(running))
+        running.task = asyncio.create_task(
+            self._traced(running) if tracing.ENABLED and tracing.configured()
+            else self._process(running))
+
+    async def _traced(self, running: _Running) -> None:
+        with tracing.job_span(running.record, running.queue.name):
+            await self._process(running)
 
     def _release_slot(self) -> None:
         self._slots -= 1
+        if self._ready:
+            self._start_ready()
         self._slot_free.set()
 
     async def _process(self, running: _Running) -> None:
@@ -368,7 +513,7 @@ class Worker:
             try:
                 entry = self.registry.get(rec.func)
                 running.is_async = entry.is_async
-                args, kwargs = rec.call()
+                args, kwargs = rec.call(queue.serializer.name)
                 if entry.is_async:
                     result = await self._executor_async(entry, rec, args, kwargs)
                 else:
@@ -391,7 +536,8 @@ class Worker:
                 else:
                     outcome = self._record_failure(running, exc)
                     if self.hooks.has_events:
-                        await self.hooks.event("job_failed", rec, exc=exc)
+                        await self.hooks.event("job_failed", rec, exc=exc,
+                                               outcome=running.outcome)
                     if (isinstance(exc, JobTimeout) and not running.is_async
                             and self.options.exit_on_sync_timeout):
                         self._replace_process()
@@ -403,13 +549,16 @@ class Worker:
                 else:
                     outcome = "finished"
                     self.processed += 1
-                    self._send(queue, queue.finish_call(rec.id, self.name, payload))
+                    self._end_attempt(running, "finished", None)
+                    self._send(queue, _Finished(rec.id, payload))
                     if self.hooks.has_events:
                         await self.hooks.event("job_finished", rec, result=result)
-            log.info("job %s %s on %s: %s in %.3f s", rec.id, rec.func, queue.name, outcome,
-                     time.monotonic() - t0,
-                     extra={"job_id": rec.id, "queue": queue.name, "function": rec.func,
-                            "attempt": rec.attempts, "outcome": outcome})
+            took = time.monotonic() - t0
+            avg = self._avg_run
+            self._avg_run = took if avg is None else avg + 0.2 * (took - avg)
+            if log.isEnabledFor(logging.INFO):  # the record's extra is built per job
+                log.info("job %s %s on %s: %s in %.3f s", rec.id, rec.func, queue.name,
+                         outcome, took, extra={**job_extra(queue.name, rec), "outcome": outcome})
         finally:
             _reset_current(token)
             self._running.pop((queue.name, rec.id), None)
@@ -452,6 +601,9 @@ class Worker:
             delay = retry_delay(rec.retry, rec.attempts, exc)
         if delay is None:
             self.failed += 1
+        self._end_attempt(running, "canceled" if status == "canceled" else
+                          "timed_out" if isinstance(exc, JobTimeout) else
+                          "failed" if delay is None else "retried", exc, err["message"])
         self._send(queue, queue.fail_call(
             rec.id, self.name, json.dumps(err), json.dumps(errors),
             -1 if delay is None else int(delay * 1000), status))
@@ -460,9 +612,48 @@ class Worker:
         if status == "canceled":
             return "canceled"
         log.warning("job %s %s failed: %s: %s", rec.id, rec.func, err["type"], err["message"],
-                    extra={"job_id": rec.id, "queue": queue.name, "function": rec.func,
-                           "attempt": rec.attempts})
+                    extra=job_extra(queue.name, rec))
         return f"failed ({err['type']})"
+
+    def _end_attempt(self, running: _Running, outcome: str, exc: BaseException | None,
+                     message: str = "") -> None:
+        """Count the attempt, mark its span, and write its last progress before its outcome
+        (the outcome is sent right after, so both go in the same pipeline, in order)."""
+        rec = running.record
+        running.outcome = outcome
+        func = UNREGISTERED if isinstance(exc, UnknownFunction) else rec.func
+        self.counters.record(running.queue.name, func, outcome, wait_seconds(rec),
+                             time.monotonic() - running.t0)
+        if tracing.ENABLED and tracing.configured():
+            tracing.record_outcome(outcome, exc, message)
+        ctx = running.context
+        ctx.detach()
+        fields = ctx.take_update()
+        if fields:
+            self._send(running.queue, running.queue.progress_call(rec.id, self.name, fields))
+
+    # -- progress -----------------------------------------------------------------------------
+    def _progress_changed(self, running: _Running) -> None:
+        """From any thread: the job changed its progress or meta; write it soon (throttled)."""
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._schedule_progress, running)
+
+    def _schedule_progress(self, running: _Running) -> None:
+        delay = running.context.last_write + PROGRESS_INTERVAL - time.monotonic()
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, self._write_progress, running)
+        else:
+            self._write_progress(running)
+
+    def _write_progress(self, running: _Running) -> None:
+        rec = running.record
+        if self._running.get((running.queue.name, rec.id)) is not running:
+            return  # ended: its last values went with its outcome
+        fields = running.context.take_update()
+        if fields:
+            running.context.last_write = time.monotonic()
+            self._send(running.queue, running.queue.progress_call(rec.id, self.name, fields))
 
     def _replace_process(self) -> None:
         """Process mode: a runaway sync job cannot be stopped inside this process, so the
@@ -473,7 +664,7 @@ class Worker:
         self._request_stop(graceful=False)
 
     # -- writing outcomes ---------------------------------------------------------------------
-    def _send(self, queue: Queue, call: Call) -> asyncio.Future[Any]:
+    def _send(self, queue: Queue, call: Call | Cmd | _Finished) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._outbox.append((queue, call, fut))
         self._outbox_empty.clear()
@@ -485,6 +676,16 @@ class Worker:
         if self._outbox or not self._outbox_empty.is_set():
             await self._wait_any(self._outbox_empty, timeout=timeout)
 
+    def _note_prefetched_started(self) -> None:
+        """Clear the prefetch mark of prefetched jobs that started and still run (written
+        with the next outcomes; those that already ended need nothing)."""
+        if not self._pf_started:
+            return
+        started, self._pf_started = self._pf_started, []
+        for queue, job_id in started:
+            if (queue.name, job_id) in self._running:
+                self._send(queue, queue.started_call(job_id))
+
     async def _flush_loop(self) -> None:
         """Write outcomes in batches: everything finished while a round trip was in flight
         goes out in the next single pipeline."""
@@ -492,6 +693,7 @@ class Worker:
         while not self._closed.is_set():
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
+            self._note_prefetched_started()
             while self._outbox:
                 batch, self._outbox = self._outbox, []
                 try:
@@ -502,20 +704,68 @@ class Worker:
                     backoff = await self._backoff("recording job outcomes", exc, backoff)
             self._outbox_empty.set()
 
-    async def _flush(self, batch: list[tuple[Queue, Call, asyncio.Future[Any]]]) -> None:
-        by_conn: dict[int, list[tuple[Queue, Call, asyncio.Future[Any]]]] = {}
-        for item in batch:
-            by_conn.setdefault(id(item[0].connection), []).append(item)
-        for items in by_conn.values():
-            replies = await items[0][0].arun(one(Batch([c for _q, c, _f in items])))
-            for (_q, _c, fut), reply in zip(items, replies):
-                if not fut.done():
-                    fut.set_result(reply)
+    async def _flush(self, batch: list[tuple[Queue, Call | Cmd | _Finished,
+                                             asyncio.Future[Any]]]) -> None:
+        """One pipeline per Redis deployment; the finished jobs of each queue go in one
+        script call (their replies are one code per job, handed to each job's future). At
+        most every ``COUNTERS_INTERVAL``, the job counters of those queues go along."""
+        by_conn: dict[int, tuple[Queue, list[Call | Cmd], list[list[asyncio.Future[Any]]],
+                                 dict[str, tuple[Queue, list[tuple[str, bytes]],
+                                                 list[asyncio.Future[Any]]]]]] = {}
+        queues: dict[int, dict[str, Queue]] = {}
+        for queue, op, fut in batch:
+            entry = by_conn.setdefault(id(queue.connection), (queue, [], [], {}))
+            queues.setdefault(id(queue.connection), {})[queue.name] = queue
+            if isinstance(op, _Finished):
+                group = entry[3].setdefault(queue.name, (queue, [], []))
+                group[1].append((op.job_id, op.payload))
+                group[2].append(fut)
+            else:
+                entry[1].append(op)
+                entry[2].append([fut])
+        with_counters = time.monotonic() >= self._counters_due
+        if with_counters:
+            self._counters_due = time.monotonic() + COUNTERS_INTERVAL
+        for conn, (queue, calls, futures, finished) in by_conn.items():
+            many = len(calls)
+            for q, results, futs in finished.values():
+                calls.append(q.finish_many_call(self.name, results))
+                futures.append(futs)
+            counted: list[tuple[str, list[Any]]] = []
+            for q in queues[conn].values() if with_counters else ():
+                flat = self.counters.take(q.name)
+                if flat:  # after the outcomes: their replies are not read
+                    counted.append((q.name, flat))
+                    calls.append(q.stats_call(flat))
+            try:
+                replies = await queue.arun(one(Batch(calls)))
+            except BaseException:
+                for name, flat in counted:
+                    self.counters.restore(name, flat)
+                raise
+            for i, (futs, reply) in enumerate(zip(futures, replies)):
+                for fut, value in (zip(futs, reply) if i >= many else ((futs[0], reply),)):
+                    if not fut.done():
+                        fut.set_result(value)
         self._wrote_since_probe = True
+
+    async def _write_counters(self) -> None:
+        """Write every pending job count now (heartbeat and shutdown; bounded by the Redis
+        client's timeouts). Counts whose write fails stay pending."""
+        for queue in self.queues:
+            flat = self.counters.take(queue.name)
+            if not flat:
+                continue
+            try:
+                await queue.arun(one(queue.stats_call(flat)))
+            except (redis.RedisError, OSError):
+                self.counters.restore(queue.name, flat)
+                return
 
     # -- shutdown -----------------------------------------------------------------------------
     async def _drain(self) -> None:
         """Let running jobs finish within the grace period, then put the rest back."""
+        self._release_ready("stopping")
         running = [r.task for r in self._running.values() if r.task is not None]
         if running and not self._hard.is_set():
             grace = asyncio.ensure_future(asyncio.sleep(self.options.grace))
@@ -556,7 +806,9 @@ class Worker:
                 if now >= next_beat or self._beat_now.is_set():
                     self._beat_now.clear()
                     await self._beat()
-                    next_beat = now + opts.heartbeat
+                    await self._write_counters()
+                    busy = self._running or self._ready
+                    next_beat = now + opts.heartbeat * (1 if busy else IDLE_BEAT)
                 self._sched_wake.clear()
                 _woke, due_in = await self._maintain_all()
                 backoff = 0.1
@@ -577,9 +829,12 @@ class Worker:
         """
         woke = False
         next_due: float | None = None
+        trim = time.monotonic() >= self._next_trim
+        if trim:
+            self._next_trim = time.monotonic() + self.options.heartbeat * TRIM_BEATS
         for queue in self.queues:
             recovered, poisoned, promoted, due_ms, now_ms = await queue.arun(
-                one(queue.maintain_call(self.options.max_deaths)))
+                one(queue.maintain_call(self.options.max_deaths, trim=trim)))
             if recovered or promoted:
                 woke = True
                 self._mark(queue.name)
@@ -597,22 +852,33 @@ class Worker:
         running = await self._beat_once()
         if running is None:
             running = await self._beat_once() or []
+        if self._pf_started:  # started prefetched jobs: their mark goes within a heartbeat
+            self._outbox_ready.set()
         by_queue: dict[str, list[str]] = {}
         for r in running:
             by_queue.setdefault(r.queue.name, []).append(r.record.id)
+        for queue, rec in self._ready:  # prefetched jobs hold leases too
+            by_queue.setdefault(queue.name, []).append(rec.id)
         for name, ids in by_queue.items():
             q = self._by_name[name]
             lost, cancel = await q.arun(one(q.renew_call(self.name, self.lease_ms, ids)))
             for job_id in lost:
+                lost_job = self._running.get((name, job_id.decode()))
                 log.warning("job %s: lease lost (this worker was too slow to renew it); "
-                            "another worker may run it", job_id.decode())
+                            "another worker may run it", job_id.decode(),
+                            extra=job_extra(name, lost_job.record) if lost_job else None)
             for job_id in cancel:
                 self._cancel_running(name, job_id.decode())
 
     async def _beat_once(self) -> list[_Running] | None:
-        """One heartbeat; the running jobs it reported, or None if suspension changed."""
+        """One heartbeat; the running jobs it reported, or None if suspension changed.
+
+        The worker's fields are sent only when they changed, and the suspension key is read
+        only while suspended (to see it expire): a suspension is announced by a Pub/Sub
+        message, and read again whenever the subscription is (re)made.
+        """
         queue = self.queues[0]
-        ttl_ms = int(max(self.options.heartbeat * 3, 10) * 1000)
+        ttl_ms = int(max(self.options.heartbeat * IDLE_BEAT * 3, 10) * 1000)
         running = list(self._running.values())
         fields = {
             "name": self.name,
@@ -628,15 +894,24 @@ class Worker:
             **self.options.info,
         }
         flat: list[Any] = []
-        for k, v in fields.items():
-            flat += [k, v]
-        _now, suspended = await queue.arun(one(Batch([
-            Call(HEARTBEAT_SCRIPT,
-                 [keymod.workers_key(self.prefix), keymod.worker_key(self.prefix, self.name)],
-                 [self.name, ttl_ms, 3600 * 1000, *flat]),
-            Cmd(("EXISTS", keymod.suspended_key(self.prefix))),
-        ])))
-        return None if self._set_suspended(bool(suspended)) else running
+        if fields != self._beat_fields:
+            for k, v in fields.items():
+                flat += [k, v]
+        self._beats += 1
+        prune = 3600 * 1000 if self._beats % 12 == 1 else 0
+        ops: list[Call | Cmd] = [Call(
+            HEARTBEAT_SCRIPT,
+            [keymod.workers_key(self.prefix), keymod.worker_key(self.prefix, self.name)],
+            [self.name, ttl_ms, prune, *flat])]
+        check = self._suspended or self._check_suspension
+        self._check_suspension = False
+        if check:
+            ops.append(Cmd(("EXISTS", keymod.suspended_key(self.prefix))))
+        replies = await queue.arun(one(Batch(ops)))
+        self._beat_fields = fields
+        if check:
+            return None if self._set_suspended(bool(replies[1])) else running
+        return running
 
     async def _read_suspension(self) -> None:
         """At start, before the first claim: are workers suspended (``rqsuspend``)?"""
@@ -655,6 +930,7 @@ class Worker:
         if suspended:
             log.info("worker %s: suspended; running jobs finish, no new job is taken until "
                      "rqresume", self.name)
+            self._release_ready("suspended")
         else:
             log.info("worker %s: resumed; taking jobs again", self.name)
             for name in self._maybe:  # look at every queue once: jobs came in meanwhile
@@ -667,10 +943,22 @@ class Worker:
         sync job in process mode takes its process down; a sync job in a thread is flagged
         (``current_job().cancel_requested``) and ends canceled whenever it returns."""
         running = self._running.get((queue_name, job_id))
-        if running is None or running.context.cancel_requested:
+        if running is None:
+            for i, (queue, rec) in enumerate(self._ready):
+                if queue.name == queue_name and rec.id == job_id:
+                    del self._ready[i]  # prefetched, not started: it ends canceled unrun
+                    self._prefetched.discard((queue_name, job_id))
+                    log.info("job %s: canceled before it started", job_id)
+                    self._record_failure(_Running(queue, rec, JobContext(rec, queue, self.name)),
+                                         RedisQError("the job was canceled"), status="canceled")
+                    self._slot_free.set()
+                    break
+            return
+        if running.context.cancel_requested:
             return
         running.context.cancel_requested = True
-        log.info("job %s: cancel requested", job_id)
+        log.info("job %s: cancel requested", job_id,
+                 extra=job_extra(queue_name, running.record))
         if running.task is None:
             return
         if running.is_async:
@@ -691,9 +979,9 @@ class Worker:
         by_channel = {q.keys.channel.encode(): q.name for q in self.queues}
         backoff = 0.1
         while not self._closed.is_set():
-            client = self.queues[0].connection.new_aclient()
-            pubsub = client.pubsub()
+            client = pubsub = None
             try:
+                client, pubsub = await self.queues[0].connection.new_pubsub()
                 await pubsub.subscribe(*by_channel)
                 confirmed = 0
                 deadline = time.monotonic() + 10
@@ -703,6 +991,9 @@ class Worker:
                     msg = await pubsub.get_message(timeout=1.0)
                     if msg and msg["type"] == "subscribe":
                         confirmed += 1
+                # Suspension is announced on these channels: read the key once subscribed,
+                # so a suspension made while we were not listening is not missed.
+                await self._read_suspension()
                 # Subscribed: anything enqueued from now on is announced, so claim everything.
                 for name in self._maybe:
                     self._mark(name)
@@ -718,6 +1009,7 @@ class Worker:
                     if data == b"s":
                         self._sched_wake.set()
                     elif data == b"p":  # rqsuspend / rqresume: re-read suspension now
+                        self._check_suspension = True
                         self._beat_now.set()
                     elif data.startswith(b"c:"):
                         self._cancel_running(queue_name, data[2:].decode(errors="replace"))
@@ -727,8 +1019,10 @@ class Worker:
                 backoff = await self._backoff("listening for new jobs", exc, backoff)
             finally:
                 try:
-                    await pubsub.aclose()
-                    await client.aclose()
+                    if pubsub is not None:
+                        await pubsub.aclose()
+                    if client is not None:
+                        await client.aclose()
                 except Exception:
                     pass
 

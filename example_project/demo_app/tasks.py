@@ -51,3 +51,18 @@ def sync_inventory(sku: str) -> str:
 def build_report(n: int) -> int:
     """A little CPU work: the sum of the first ``n`` squares."""
     return sum(i * i for i in range(n))
+
+
+@job("high", limit_key=lambda user_id: f"mailbox:{user_id}", max_concurrency=1)
+async def sync_mailbox(user_id: int, folder: str) -> str:
+    """At most one sync per user at a time, across every worker: the others wait (in
+    ``deferred``) without holding a worker slot, and start as each one ends."""
+    await asyncio.sleep(0.1)
+    return f"synced {folder} of user {user_id}"
+
+
+@job(rate_limit="5/s")
+def notify_partner(order_id: int) -> str:
+    """At most 5 calls a second to a (simulated) partner API: calls over the rate wait in
+    ``scheduled`` for their turn instead of failing."""
+    return f"partner notified of order {order_id}"

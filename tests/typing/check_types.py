@@ -21,6 +21,12 @@ async def fetch(url: str) -> int:
     return len(url)
 
 
+@job(limit_key=lambda user_id: f"user:{user_id}", max_concurrency=2, rate_limit="10/s",
+     rate_burst=20)
+def limited(user_id: int) -> bool:
+    return True
+
+
 async def check_async() -> None:
     j = await fetch.adelay("https://example.com")
     assert_type(j, Job[int])
@@ -36,9 +42,11 @@ def check_sync() -> None:
     assert_type(j.result, str | None)
     assert_type(send_email.using(priority=5).delay(2), Job[str])
     assert_type(fetch.delay("u"), Job[int])
+    assert_type(limited.delay(1), Job[bool])
 
 
 def check_errors() -> None:
     send_email.delay("not an int")  # type: ignore[arg-type]
     send_email.delay(1, nope=True)  # type: ignore[call-arg]
     fetch.delay()  # type: ignore[call-arg]
+    job(max_concurrency="2")  # type: ignore[call-overload]

@@ -73,7 +73,7 @@ class Command(BaseCommand):
                             help="with --interval: stop after N reports")
         parser.add_argument("--check", nargs="*", default=None, metavar="QUEUE",
                             help="exit 1 unless each QUEUE (default: the queues shown) is "
-                                 "served by a live worker (heartbeat within 3 x HEARTBEAT)")
+                                 "served by a live worker (heartbeat within 4 x HEARTBEAT)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         configured = queue_names()
@@ -132,7 +132,7 @@ class Command(BaseCommand):
         if missing:
             raise CommandError(
                 f"no live worker serves queue(s) {', '.join(missing)}: no heartbeat within "
-                f"{snap.stale_after:g} s (3 x HEARTBEAT){note}. Start one with: "
+                f"{snap.stale_after:g} s (4 x HEARTBEAT){note}. Start one with: "
                 f"manage.py rqworker {' '.join(missing)}")
         if not as_json:
             self.stdout.write("ok: " + ", ".join(

@@ -32,6 +32,10 @@ class Command(BaseCommand):
                             help="run P worker processes under a supervisor, so CPU-bound jobs "
                                  "use several cores and a sync job past its timeout is killed "
                                  "with its process (which is replaced)")
+        parser.add_argument("--prefetch", type=int, default=None,
+                            help="jobs claimed ahead of free slots, so a freed slot starts the "
+                                 "next job without a round trip (default: the concurrency; 0 "
+                                 "for long jobs that other workers could start sooner)")
         parser.add_argument("--burst", "-b", action="store_true",
                             help="exit once the queues are empty and no job runs")
         parser.add_argument("--max-jobs", type=int, default=None,
@@ -49,6 +53,16 @@ class Command(BaseCommand):
         parser.add_argument("--grace", type=float, default=None,
                             help="seconds running jobs get to finish after SIGTERM/SIGINT "
                                  "(default: REDISQ SHUTDOWN_GRACE, 30)")
+        parser.add_argument("--reload", action="store_true",
+                            help="restart the worker when a Python module it imported changes "
+                                 "(development), as runserver does; running jobs finish "
+                                 "first, within the grace period")
+        parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                            help="serve Prometheus metrics at http://ADDR:PORT/metrics "
+                                 "(needs django-redisq[prometheus]); with --processes, the "
+                                 "supervisor serves them")
+        parser.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
+                            help="address the metrics server binds (default: 127.0.0.1)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         names = options["queues"] or ["default"]
@@ -63,18 +77,55 @@ class Command(BaseCommand):
             value = options[flag]
             if value is not None and value < 1:
                 raise CommandError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+        if options["prefetch"] is not None and options["prefetch"] < 0:
+            raise CommandError(f"--prefetch must be 0 or more, got {options['prefetch']}")
+        if options["reload"] and options["processes"]:
+            raise CommandError("--reload runs one worker process; leave out --processes")
         self._setup_logging(options["verbosity"])
+        if options["reload"]:
+            from ...reload import is_child, run_parent
+
+            if not is_child():
+                self._exit(run_parent())
+                return
+        port = options["metrics_port"]
+        if port is not None:  # in the process that runs the worker (or its supervisor)
+            self._serve_metrics(port, options["metrics_addr"])
         registered = autodiscover()
         logging.getLogger("django_redisq.worker").debug("registered jobs: %s", registered)
         overrides = {"concurrency": options["concurrency"], "burst": options["burst"],
                      "max_jobs": options["max_jobs"], "name": options["name"],
-                     "scheduler": options["scheduler"], "grace": options["grace"]}
+                     "scheduler": options["scheduler"], "grace": options["grace"],
+                     "prefetch": options["prefetch"]}
         processes = options["processes"]
-        if processes:
+        if options["reload"]:
+            from ...conf import redisq_settings
+            from ...reload import run_child
+
+            grace = options["grace"]
+            code = run_child(
+                lambda on_worker: run_worker(names, install_signals=False, on_worker=on_worker,
+                                             **overrides),
+                grace=redisq_settings().shutdown_grace if grace is None else grace)
+        elif processes:
             code = self._supervise(names, processes, overrides)
         else:
             code = run_worker(names, **overrides)
         self._exit(code)
+
+    def _serve_metrics(self, port: int, addr: str) -> None:
+        from ... import metrics
+
+        if not 0 < port < 65536:
+            raise CommandError(f"--metrics-port must be a port number from 1 to 65535, got {port}")
+        if not metrics.available():
+            raise CommandError(f"--metrics-port needs prometheus-client: {metrics.INSTALL_HINT}")
+        try:
+            metrics.start_metrics_server(port, addr)
+        except OSError as exc:
+            raise CommandError(f"cannot serve metrics on {addr}:{port}: {exc}") from exc
+        logging.getLogger("django_redisq.worker").info(
+            "serving Prometheus metrics on http://%s:%d/metrics", addr, port)
 
     def _supervise(self, names: list[str], processes: int, overrides: dict[str, Any]) -> int:
         from ...engine.supervisor import Supervisor

@@ -1,5 +1,5 @@
-"""``manage.py demo``: enqueue sync, async, delayed, retried and failing jobs, run a worker in
-burst mode, and print what happened to each job."""
+"""``manage.py demo``: enqueue sync, async, delayed, retried, failing and limited jobs, run a
+worker in burst mode, and print what happened to each job."""
 
 from __future__ import annotations
 
@@ -19,9 +19,11 @@ from django.core.management.base import BaseCommand, CommandError
 from demo_app.tasks import (
     build_report,
     fetch_title,
+    notify_partner,
     resize_image,
     send_welcome_email,
     sync_inventory,
+    sync_mailbox,
 )
 from django_redisq import Job
 
@@ -92,6 +94,10 @@ class Command(BaseCommand):
             return [await fetch_title.adelay(url) for url in URLS]
 
         jobs += [("await fetch_title.adelay(...)", j) for j in asyncio.run(enqueue_async())]
+        jobs += [(f"sync_mailbox (1 per user at once), {folder}",
+                  sync_mailbox.delay(user_id, folder)) for folder in ("inbox", "sent", "spam")]
+        jobs += [("notify_partner (rate 5/s)", notify_partner.delay(order))
+                 for order in range(1001, 1009)]
         return jobs
 
     def run_worker(self, jobs: list[tuple[str, Job[Any]]], wait: float) -> None:

@@ -1,0 +1,180 @@
+"""Prefetch and batched outcomes: what the worker's fast path must not change for users.
+
+Prefetched jobs are claimed (leased) before a slot is free. They must still be cancelable
+before they start, go back to their queue on shutdown without counting an attempt, and never
+run twice. Finished outcomes of one queue are written in one script call that reports each
+job's code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+
+from django_redisq.engine.connection import RedisConnection
+from django_redisq.engine.ops import one
+from django_redisq.engine.queue import Queue
+from django_redisq.engine.registry import Registry
+from django_redisq.engine.worker import Worker, WorkerOptions
+from tests.conftest import wait_for
+
+
+def _queue(url: str) -> Queue:
+    return Queue("default", RedisConnection(url))
+
+
+def run_alongside(worker: Worker, scenario: Callable[[], None]) -> None:
+    """Run ``worker`` until ``scenario`` (in a thread; it stops the worker) is done."""
+
+    async def main() -> None:
+        runner = asyncio.get_running_loop().run_in_executor(None, scenario)
+        await worker.run()
+        await runner
+
+    asyncio.run(main())
+
+
+def test_finish_many_reports_a_code_per_job(r, redis_server):
+    q = _queue(redis_server.url)
+    mine = [q.enqueue("noop").id for _ in range(2)]
+    theirs = q.enqueue("noop").id
+    _at, claimed = q.run(one(q.claim_call("me", 2, 60_000)))
+    assert [c[0].decode() for c in claimed] == mine
+    q.run(one(q.claim_call("other", 1, 60_000)))
+    codes = q.run(one(q.finish_many_call(
+        "me", [(mine[0], b"1"), (mine[1], b"2"), ("gone", b"3"), (theirs, b"4")])))
+    assert codes == [1, 1, 0, -1]
+    assert [q.job(i).status for i in mine] == ["finished", "finished"]
+    assert q.job(theirs).status == "started"
+    assert q.run(one(q.finish_many_call("me", [(mine[0], b"1")]))) == [-2]  # already ended
+
+
+def test_prefetched_jobs_can_be_canceled_and_go_back_on_shutdown(r, redis_server):
+    """One slot, three jobs buffered behind a job that blocks: cancel one of them before it
+    starts, stop the worker, and the other two are queued again with no attempt counted."""
+    gate = threading.Event()
+    started = threading.Event()
+    ran: list[str] = []
+    registry = Registry()
+
+    def blocker() -> None:
+        started.set()
+        gate.wait(30)
+
+    def record(tag: str) -> None:
+        ran.append(tag)
+
+    registry.register(blocker, "blocker")
+    registry.register(record, "record")
+    q = _queue(redis_server.url)
+    first = q.enqueue("blocker")
+    waiting = [q.enqueue("record", [tag]) for tag in ("a", "b", "c")]
+    worker = Worker([q], options=WorkerOptions(concurrency=1, prefetch=3, grace=30),
+                    registry=registry)
+    # As after a run of short jobs: the buffer may hold three (1 slot x 50 ms / 1 ms).
+    worker._avg_run = 0.001
+
+    def scenario() -> None:
+        assert started.wait(20)
+        wait_for(lambda: all(j.refresh().status == "started" for j in waiting), timeout=20,
+                 message="the worker did not prefetch the three waiting jobs")
+        assert q.cancel(waiting[0].id) == "started"
+        wait_for(lambda: waiting[0].refresh().status == "canceled", timeout=20)
+        worker.stop(graceful=True)
+        gate.set()
+
+    run_alongside(worker, scenario)
+    assert first.refresh().status == "finished"
+    assert ran == []  # nothing buffered ever ran: one canceled, two put back
+    for job in waiting[1:]:
+        rec = job.refresh().record
+        assert (rec.status, rec.attempts, rec.worker) == ("queued", 0, None)
+    assert q.job_ids("queued") == [j.id for j in waiting[1:]]
+    assert q.counts()["started"] == 0
+
+
+def test_claim_reply_and_record_match_what_the_script_wrote(r, redis_server):
+    from django_redisq.engine.job import JobRecord
+    from django_redisq.engine.queue import claimed
+
+    q = _queue(redis_server.url)
+    job = q.enqueue("noop", [1], priority=5)
+    r.hset(f"redisq:{{default}}:job:{job.id}", "attempts", "garbage")  # read defensively
+    at_ms, replies = q.run(one(q.claim_call("me", 5, 60_000)))
+    assert len(replies) == 1
+    rec = claimed(JobRecord.from_hash(replies[0][1]), "me", at_ms)
+    stored = job.refresh().record
+    assert (rec.status, rec.worker, rec.started_at) == ("started", "me", at_ms)
+    assert (stored.status, stored.worker, stored.started_at) == ("started", "me", at_ms)
+    assert stored.attempts == rec.attempts == 1  # garbage counts as 0
+    assert q.run(one(q.claim_call("me", 5, 60_000))) == (0, [])
+
+
+def test_a_key_of_another_type_in_the_queue_is_skipped_not_an_error(r, redis_server):
+    q = _queue(redis_server.url)
+    good = q.enqueue("noop")
+    r.zadd("redisq:{default}:queued", {"bogus": 0})
+    r.set("redisq:{default}:job:bogus", "not a hash")
+    _at, replies = q.run(one(q.claim_call("me", 5, 60_000)))
+    assert [i.decode() for i, _f in replies] == [good.id]
+    assert r.zcard("redisq:{default}:queued") == 0
+
+
+def test_a_dead_workers_prefetched_jobs_come_back_without_a_death(r, redis_server):
+    """A worker that dies holds running jobs (a death each: they may be poison) and prefetched
+    ones, which never ran: those come back as if never claimed."""
+    q = _queue(redis_server.url)
+    first, second = q.enqueue("noop"), q.enqueue("noop")
+    _at, replies = q.run(one(q.claim_call("ghost", 2, 1, run_now=1)))  # lease of 1 ms
+    assert [i.decode() for i, _f in replies] == [first.id, second.id]
+    wait_for(lambda: q.run(one(q.maintain_call(3)))[0] == 2, timeout=5)
+    ran, prefetched = first.refresh().record, second.refresh().record
+    assert (ran.status, ran.deaths, ran.attempts) == ("queued", 1, 1)
+    assert (prefetched.status, prefetched.deaths, prefetched.attempts) == ("queued", 0, 0)
+
+
+def test_a_prefetched_job_that_starts_loses_its_mark(r, redis_server):
+    """Once a prefetched job runs, its worker's death counts again (poison detection)."""
+    gate = threading.Event()
+    started = threading.Event()
+    registry = Registry()
+    registry.register(lambda: None, "quick")
+
+    def blocker() -> None:
+        started.set()
+        gate.wait(30)
+
+    registry.register(blocker, "blocker")
+    q = _queue(redis_server.url)
+    q.enqueue("quick")
+    slow = q.enqueue("blocker")
+    worker = Worker([q], options=WorkerOptions(concurrency=1, prefetch=1), registry=registry)
+    worker._avg_run = 0.001  # as after short jobs: one job may be prefetched
+    key = q.keys.job(slow.id)
+
+    def scenario() -> None:
+        assert started.wait(20)
+        # Claimed as prefetched behind "quick", started when quick ended: unmarked since.
+        wait_for(lambda: r.hget(key, "pf") == b"0", timeout=20,
+                 message=f"pf is {r.hget(key, 'pf')!r}")
+        worker.stop(graceful=True)
+        gate.set()
+
+    run_alongside(worker, scenario)
+    assert slow.refresh().status == "finished"
+
+
+def test_a_job_that_always_dies_prefetched_is_still_failed_as_poison(r, redis_server):
+    """Should a job kill its worker before the worker clears its prefetch mark, every
+    recovery would look harmless: those recoveries are bounded at 5 x MAX_DEATHS."""
+    q = _queue(redis_server.url)
+    job = q.enqueue("noop")
+    for n in range(1, 16):
+        _at, replies = q.run(one(q.claim_call(f"ghost-{n}", 1, 1, run_now=0)))
+        assert len(replies) == 1
+        wait_for(lambda: sum(q.run(one(q.maintain_call(3)))[:2]) == 1, timeout=5)
+        rec = job.refresh().record
+        if n < 15:
+            assert (rec.status, rec.deaths, rec.attempts) == ("queued", 0, 0)
+    assert rec.status == "failed" and rec.error["type"] == "WorkerDied"
