@@ -125,7 +125,7 @@ def test_master_demoted_while_an_enqueue_waits_for_replicas_is_unavailable():
         try:
             with override_settings(REDISQ=conf):
                 jobs.add.using(on_commit=False).delay(1, 2)
-        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+        except BaseException as exc:  # the test inspects it
             raised.append(exc)
 
     thread = threading.Thread(target=enqueue)
