@@ -233,6 +233,9 @@ class Worker:
         self._slots = 0
         self._claimed = 0
         self._maybe = {q.name: True for q in self.queues}
+        #: Deployments (ids of their connections) whose wake channels are subscribed.
+        self._listening: set[int] = set()
+        self._deployments = 1
         self._gen = {q.name: 0 for q in self.queues}
         self._outbox: list[tuple[Queue, Call | Cmd | _Finished, asyncio.Future[Any]]] = []
         #: Job counts not yet added to the queues' stats hashes (written with the outbox).
@@ -311,10 +314,15 @@ class Worker:
         if self._stop_early is not None:
             self._request_stop(self._stop_early)
         self._pubsub_ready = asyncio.Event()
-        tasks = [
-            asyncio.create_task(self._listen(), name="redisq-listen"),
-            asyncio.create_task(self._flush_loop(), name="redisq-flush"),
-        ]
+        # One wake-up listener per Redis deployment: a queue's PUBLISH reaches only the
+        # subscribers of its own deployment.
+        by_connection: dict[int, list[Queue]] = {}
+        for q in self.queues:
+            by_connection.setdefault(id(q.connection), []).append(q)
+        self._deployments = len(by_connection)
+        tasks = [asyncio.create_task(self._listen(group), name=f"redisq-listen-{i}")
+                 for i, group in enumerate(by_connection.values())]
+        tasks.append(asyncio.create_task(self._flush_loop(), name="redisq-flush"))
         for t in tasks:
             t.add_done_callback(self._background_done)
         try:
@@ -974,14 +982,15 @@ class Worker:
         self._maybe[queue_name] = True
         self._wake.set()
 
-    async def _listen(self) -> None:
-        """Follow the queues' wake channels; reconnect (and assume work) after an outage."""
-        by_channel = {q.keys.channel.encode(): q.name for q in self.queues}
+    async def _listen(self, queues: list[Queue]) -> None:
+        """Follow the wake channels of ``queues`` (all on one Redis deployment); reconnect
+        (and assume work) after an outage."""
+        by_channel = {q.keys.channel.encode(): q.name for q in queues}
         backoff = 0.1
         while not self._closed.is_set():
             client = pubsub = None
             try:
-                client, pubsub = await self.queues[0].connection.new_pubsub()
+                client, pubsub = await queues[0].connection.new_pubsub()
                 await pubsub.subscribe(*by_channel)
                 confirmed = 0
                 deadline = time.monotonic() + 10
@@ -995,9 +1004,11 @@ class Worker:
                 # so a suspension made while we were not listening is not missed.
                 await self._read_suspension()
                 # Subscribed: anything enqueued from now on is announced, so claim everything.
-                for name in self._maybe:
+                for name in by_channel.values():
                     self._mark(name)
-                self._pubsub_ready.set()
+                self._listening.add(id(queues[0].connection))
+                if len(self._listening) == self._deployments:
+                    self._pubsub_ready.set()
                 backoff = 0.1
                 async for msg in pubsub.listen():
                     if msg["type"] != "message":
