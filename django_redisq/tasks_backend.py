@@ -176,9 +176,12 @@ def to_result(record: JobRecord, task: Task[..., Any], alias: str) -> TaskResult
                   traceback=str(e.get("traceback") or ""))
         for e in record.errors
     ]
-    # One id per attempt (Django counts attempts as len(worker_ids)); the engine records the
-    # latest attempt's worker only, so earlier attempts repeat it.
-    worker_ids = [record.worker or ""] * record.attempts
+    # One id per attempt (Django counts attempts as len(worker_ids)): a failed attempt's error
+    # names its worker; the job names the latest attempt's (and stands in for attempts that
+    # left no error, such as a run cut short by its worker's death).
+    by_attempt = {e.get("attempt"): e.get("worker") for e in record.errors}
+    worker_ids = [str(by_attempt.get(n) or record.worker or "")
+                  for n in range(1, record.attempts + 1)]
     started = _datetime(record.started_at)
     result: TaskResult[..., Any] = TaskResult(
         task=task,

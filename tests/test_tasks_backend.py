@@ -185,6 +185,23 @@ class TestRunOnWorker:
 
 
 @needs_django_6
+def test_worker_ids_name_each_attempts_worker():
+    """Attempts 1 and 2 failed on w1 and w2 (their errors say so), attempt 3 ran on w3; an
+    attempt without an error (its worker died) shows the job's latest worker."""
+    from django_redisq.engine.job import JobRecord
+    from django_redisq.tasks_backend import to_result
+
+    errors = [{"type": "ValueError", "attempt": 1, "worker": "w1"},
+              {"type": "ValueError", "attempt": 2, "worker": "w2"}]
+    rec = JobRecord(id="j", queue="default", func="task:tests.tasks_django.add",
+                    status="finished", attempts=3, worker="w3", errors=errors)
+    assert to_result(rec, t.add, "default").worker_ids == ["w1", "w2", "w3"]
+    rec = JobRecord(id="j", queue="default", func="task:tests.tasks_django.add",
+                    status="started", attempts=2, worker="w3", errors=[])
+    assert to_result(rec, t.add, "default").worker_ids == ["w3", "w3"]
+
+
+@needs_django_6
 class TestSignals:
     def test_enqueued_started_finished(self, r):
         seen: list[tuple[str, str, str]] = []

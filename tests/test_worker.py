@@ -159,6 +159,17 @@ def test_job_failing_twice_then_succeeding(r, worker_proc):
     assert w.wait(20) == 0
 
 
+def test_each_failed_attempt_names_the_worker_that_ran_it(r, worker_proc):
+    j = jobs.flaky_with_retry.delay("flaky-workers", 2)
+    for _ in range(3):  # one worker process per attempt
+        w = worker_proc("default", "--max-jobs", "1")
+        assert w.wait(20) == 0, w.output()
+    rec = j.refresh().record
+    assert rec.status == "finished" and rec.attempts == 3
+    workers = [e["worker"] for e in rec.errors] + [rec.worker]
+    assert len(set(workers)) == 3 and all(workers), workers
+
+
 def test_job_failing_always_ends_failed_with_the_last_traceback(r, worker_proc):
     j = jobs.always_fails_with_retry.delay("always")
     w = worker_proc("default", "--max-jobs", "3")

@@ -539,7 +539,7 @@ for _, id in ipairs(expired) do
     if deaths >= tonumber(ARGV[4]) or prefetched then
       local err = cjson.encode({type = 'WorkerDied', message = 'the worker running this job died '
         .. deaths .. ' times (last: ' .. worker .. '); it is failed as a poison job',
-        traceback = ''})
+        traceback = '', worker = worker})
       local errors = redis.call('HGET', key, 'errors')
       local list = {}
       if errors and errors ~= '' then

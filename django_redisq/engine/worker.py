@@ -602,6 +602,7 @@ class Worker:
         err = describe_exception(exc)
         err["attempt"] = rec.attempts
         err["at"] = int(time.time() * 1000)
+        err["worker"] = self.name
         errors = [*rec.errors, err]
         delay = None
         if status == "failed" and rec.retry and not isinstance(exc, (UnknownFunction,
