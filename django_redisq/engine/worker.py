@@ -403,7 +403,13 @@ class Worker:
                 # dependents, retries, jobs enqueued by jobs) whose wake-up message is still
                 # on its way: write everything, then look at every queue once more.
                 await self._flushed()
-                woke, _due = await self._maintain_all()
+                try:
+                    woke, _due = await self._maintain_all()
+                except (redis.RedisError, OSError) as exc:
+                    backoff = await self._backoff("looking for more jobs", exc, backoff,
+                                                  self._stopping)
+                    continue
+                backoff = 0.1
                 if woke or any(self._maybe.values()):
                     continue
                 if self._wrote_since_probe:
