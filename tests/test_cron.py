@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import logging
 import signal
 from collections import Counter
 from datetime import datetime, timezone
@@ -13,7 +15,9 @@ import pytest
 from django.core.checks import run_checks
 
 from django_redisq.conf import clear_cache
+from django_redisq.engine import Queue, RedisConnection
 from django_redisq.engine.cron import CronError, CronExpr, Schedule
+from django_redisq.engine.scheduler import CronScheduler
 from tests.conftest import wait_for
 
 UTC = timezone.utc
@@ -95,6 +99,20 @@ def test_bad_cron_setting_fails_the_check(settings):
         assert "unknown time zone 'Mars/Olympus'" in messages[2]
     finally:
         clear_cache()
+
+
+def test_ticks_wait_for_replicas_like_any_enqueue(redis_server, r, caplog):
+    """``WAIT_REPLICAS`` applies to cron ticks: on a master without replicas the tick is
+    queued, and the scheduler warns that no replica confirmed it."""
+    queue = Queue("default", RedisConnection(redis_server.url), wait_replicas=1,
+                  wait_timeout_ms=20)
+    sched = CronScheduler([Schedule(name="often", func="tests.jobs.add", every=60,
+                                    args=(1, 2))], {"default": queue}, "w1", heartbeat=1.0)
+    with caplog.at_level(logging.WARNING, logger="django_redisq"):
+        asyncio.run(sched.tick(datetime.now(timezone.utc)))
+    assert queue.count("queued") == 1
+    assert sched.enqueued == 0  # counts confirmed ticks
+    assert "schedule often:" in caplog.text and "0 of 1 replica" in caplog.text, caplog.text
 
 
 def test_three_schedulers_enqueue_each_tick_once_and_survive_the_leader(r, worker_proc):

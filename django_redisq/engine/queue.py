@@ -260,6 +260,11 @@ class Queue:
         return Prepared(self, job_id, call, once_key if outbox else None)
 
     def _send_steps(self, prepared: Sequence[Prepared]) -> Steps[list[Job[Any]]]:
+        yield from self._send_replies_steps(prepared)
+        return [Job(self, p.id) for p in prepared]
+
+    def _send_replies_steps(self, prepared: Sequence[Prepared]) -> Steps[list[Any]]:
+        """Send prepared jobs (and ``WAIT`` for ``wait_replicas``); the ENQUEUE replies."""
         acked = self.wait_replicas
         if not prepared:
             replies = []
@@ -299,7 +304,13 @@ class Queue:
                 f"{self.connection.masked_url} but only {acked} of {self.wait_replicas} "
                 f"replica(s) confirmed them within {self.wait_timeout_ms} ms: they are "
                 f"queued, yet a failover now could lose them (first id {prepared[0].id})")
-        return [Job(self, p.id) for p in prepared]
+        return replies
+
+    async def asend_once(self, prepared: Prepared) -> bool:
+        """Send a job prepared with ``once`` (a cron tick), as any enqueue (``WAIT_REPLICAS``
+        included); True if this call enqueued it, False if that tick was sent already."""
+        replies = await self.arun(self._send_replies_steps([prepared]))
+        return bool(replies[0][0])
 
     def send(self, prepared: Prepared) -> Job[Any]:
         """Send a prepared job: one round trip (one script call)."""
