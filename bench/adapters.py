@@ -212,7 +212,7 @@ class Redisq:
         return Plan(setup, run)
 
     def worker(self) -> Plan:
-        from django_redisq.engine import registry
+        from django_redisq.engine import eventloop, registry
         from django_redisq.engine.worker import Worker, WorkerOptions
 
         spec = self.spec
@@ -224,7 +224,7 @@ class Redisq:
                                                            burst=spec["burst"]))
 
         def run() -> dict[str, Any]:
-            asyncio.run(worker.run())
+            eventloop.run(worker.run())  # the loop rqworker runs on
             return {"t_end": time.monotonic(), "processed": benchjobs.count()}
 
         return Plan(lambda: None, run)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -12,6 +11,7 @@ from django.db import close_old_connections, connections
 
 from . import signals
 from .conf import get_queue, redisq_settings
+from .engine import eventloop
 from .engine.executors import Executor
 from .engine.job import JobRecord
 from .engine.worker import Worker, WorkerHooks, WorkerOptions
@@ -148,7 +148,7 @@ def run_worker(queue_names: Sequence[str], install_signals: bool = True,
 
     relay = start_outbox_relay(queue_names)
     try:
-        return asyncio.run(main())
+        return eventloop.run(main())
     finally:
         if relay is not None:
             relay.stop()
