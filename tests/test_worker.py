@@ -178,6 +178,10 @@ def test_job_failing_always_ends_failed_with_the_last_traceback(r, worker_proc):
     assert rec.status == "failed" and rec.attempts == 3
     assert len(rec.errors) == 3
     assert "ValueError: always" in rec.error["traceback"]
+    # Each attempt's traceback is stored once: the last one is not repeated in ``error``.
+    raw = r.hgetall(j.queue.keys.job(j.id))
+    assert b"".join(raw.values()).count(b"Traceback (most recent call last)") == 3
+    assert b"Traceback" not in raw[b"error"]
 
 
 def test_retry_waits_in_scheduled_state(r):

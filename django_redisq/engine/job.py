@@ -174,6 +174,11 @@ class JobRecord:
             retry = _json_field(h, "retry", dict)
             error = _json_field(h, "error", dict)
             errors = _json_field(h, "errors", list)
+            if error is not None and "traceback" not in error and errors:
+                # A worker stores the last error's traceback once, in ``errors``.
+                last = errors[-1]
+                if isinstance(last, dict) and last.get("attempt") == error.get("attempt"):
+                    error = {**error, "traceback": last.get("traceback")}
             meta = _json_field(h, "meta", dict)
             progress = get("progress")
             trace = _json_field(h, "trace", dict)

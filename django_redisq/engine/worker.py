@@ -148,6 +148,12 @@ def describe_exception(exc: BaseException) -> dict[str, Any]:
     return {"type": class_path(type(exc)), "message": message, "traceback": tb}
 
 
+def error_summary(err: dict[str, Any]) -> dict[str, Any]:
+    """The job's ``error`` field: the last error without its traceback, which ``errors``
+    already holds (stored once; ``JobRecord.from_hash`` puts it back)."""
+    return {k: v for k, v in err.items() if k != "traceback"}
+
+
 class _Finished:
     """An outcome waiting in the outbox: a job that finished with this encoded result."""
 
@@ -460,8 +466,8 @@ class Worker:
                          "attempt": None})
         self.failed += 1
         self.counters.record(queue.name, UNREGISTERED, "failed", None, None)
-        self._send(queue, queue.fail_call(job_id, self.name, json.dumps(err), json.dumps([err]),
-                                          failure_ttl=queue.failure_ttl))
+        self._send(queue, queue.fail_call(job_id, self.name, json.dumps(error_summary(err)),
+                                          json.dumps([err]), failure_ttl=queue.failure_ttl))
 
     def _prefetch_now(self) -> int:
         """How many jobs to hold beyond the free slots: what the slots finish within
@@ -620,7 +626,7 @@ class Worker:
                           "timed_out" if isinstance(exc, JobTimeout) else
                           "failed" if delay is None else "retried", exc, err["message"])
         self._send(queue, queue.fail_call(
-            rec.id, self.name, json.dumps(err), json.dumps(errors),
+            rec.id, self.name, json.dumps(error_summary(err)), json.dumps(errors),
             -1 if delay is None else int(delay * 1000), status))
         if delay is not None:
             return f"retry in {delay:.3g} s ({type(exc).__name__})"
