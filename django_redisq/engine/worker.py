@@ -239,9 +239,14 @@ class Worker:
         self._slots = 0
         self._claimed = 0
         self._maybe = {q.name: True for q in self.queues}
+        #: The queues of each Redis deployment served: each has its own wake-up listener, as
+        #: a queue's PUBLISH reaches only the subscribers of its own deployment.
+        groups: dict[int, list[Queue]] = {}
+        for q in self.queues:
+            groups.setdefault(id(q.connection), []).append(q)
+        self._deployments = list(groups.values())
         #: Deployments (ids of their connections) whose wake channels are subscribed.
         self._listening: set[int] = set()
-        self._deployments = 1
         self._gen = {q.name: 0 for q in self.queues}
         self._outbox: list[tuple[Queue, Call | Cmd | _Finished, asyncio.Future[Any]]] = []
         #: Job counts not yet added to the queues' stats hashes (written with the outbox).
@@ -320,14 +325,8 @@ class Worker:
         if self._stop_early is not None:
             self._request_stop(self._stop_early)
         self._pubsub_ready = asyncio.Event()
-        # One wake-up listener per Redis deployment: a queue's PUBLISH reaches only the
-        # subscribers of its own deployment.
-        by_connection: dict[int, list[Queue]] = {}
-        for q in self.queues:
-            by_connection.setdefault(id(q.connection), []).append(q)
-        self._deployments = len(by_connection)
         tasks = [asyncio.create_task(self._listen(group), name=f"redisq-listen-{i}")
-                 for i, group in enumerate(by_connection.values())]
+                 for i, group in enumerate(self._deployments)]
         tasks.append(asyncio.create_task(self._flush_loop(), name="redisq-flush"))
         for t in tasks:
             t.add_done_callback(self._background_done)
@@ -1020,7 +1019,7 @@ class Worker:
                 for name in by_channel.values():
                     self._mark(name)
                 self._listening.add(id(queues[0].connection))
-                if len(self._listening) == self._deployments:
+                if len(self._listening) == len(self._deployments):
                     self._pubsub_ready.set()
                 backoff = 0.1
                 async for msg in pubsub.listen():
