@@ -48,3 +48,33 @@ def test_scripts_are_reloaded_after_redis_forgets_them(r):
     call_command("rqworker", "default", "--burst", verbosity=0)
     assert single.result == 3
     assert [j.result for j in batch] == [0, 2, 4]
+
+
+def test_enqueue_many_is_one_script_call_per_hundred_jobs_and_keeps_their_order(r):
+    q = get_queue("default")
+    first = q.enqueue_many([("tests.jobs.add", [0, 0], {})] * 2)  # the script is loaded
+    r.config_resetstat()
+    batch = q.enqueue_many([("tests.jobs.add", [i, i], {}) for i in range(250)])
+    assert r.info("commandstats")["cmdstat_evalsha"]["calls"] == 3  # 100 + 100 + 50
+    # FIFO, as one by one
+    assert q.job_ids("queued", 0, 300) == [j.id for j in first + batch]
+
+
+def test_send_many_mixes_cron_ticks_with_plain_jobs_in_order(r):
+    """Jobs with a ``once`` key (cron ticks) go in their own script calls, between runs of
+    plain jobs; each reply still reaches its own job."""
+    q = get_queue("default")
+    # Both scripts loaded first: calls refused with NOSCRIPT are sent again after the others
+    # of their pipeline, which would change the order (once per Redis restart).
+    q.enqueue_many([("tests.jobs.add", [0, 0], {})] * 2)
+    q.enqueue("tests.jobs.add", [0, 0])
+    q.empty()
+    plain1, tick, plain2, tick_again = (
+        q.prepare("tests.jobs.add", [1, 1]),
+        q.prepare("tests.jobs.add", [2, 2], job_id="cron:s:1000", once=("s", 1000)),
+        q.prepare("tests.jobs.add", [3, 3]),
+        q.prepare("tests.jobs.add", [4, 4], job_id="cron:s:1000b", once=("s", 1000)))
+    q.send_many([plain1, tick, plain2, tick_again])
+    assert [q.job(p.id).status for p in (plain1, tick, plain2)] == ["queued"] * 3
+    assert q.job(tick_again.id).status is None  # the same tick: not enqueued twice
+    assert q.job_ids("queued", 0, 10) == [plain1.id, tick.id, plain2.id]
