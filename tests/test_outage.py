@@ -172,19 +172,27 @@ def test_unreachable_sentinels_or_cluster_raise_redis_unavailable(kind):
           f"(sync and async)")
 
 
+def _raised_in(filename: str, statement: str) -> BaseException:
+    """The exception ``statement`` raises when run as code of the file ``filename`` (so that
+    the last frame of its traceback is in that file, as in the real race)."""
+    ns: dict[str, object] = {}
+    exec(compile(f"def f():\n    {statement}", filename, "exec"), ns)
+    try:
+        ns["f"]()  # type: ignore[operator]
+    except BaseException as exc:  # the test inspects it
+        return exc
+    raise AssertionError(f"{statement!r} raised nothing")
+
+
 def test_a_lost_transport_bug_of_cpython_counts_as_a_lost_connection():
     """cpython#136234: asyncio's selector transport raises TypeError/AttributeError from
     writelines() on a connection already lost (seen here on 3.12.1 when a Cluster node died).
     The worker's loops retry RedisUnavailable; anything else would stop the worker."""
     from django_redisq.engine.ops import _lost_transport
 
-    ns: dict[str, object] = {}
-    exec(compile("def writelines():\n    raise TypeError(\"'NoneType' object is not callable\")",
-                 "/usr/lib/python3.12/asyncio/selector_events.py", "exec"), ns)
-    try:
-        ns["writelines"]()  # type: ignore[operator]
-    except TypeError as exc:
-        assert _lost_transport(exc)
+    exc = _raised_in("/usr/lib/python3.12/asyncio/selector_events.py",
+                     "raise TypeError(\"'NoneType' object is not callable\")")
+    assert isinstance(exc, TypeError) and _lost_transport(exc)
     try:
         raise TypeError("a bug of ours")
     except TypeError as exc:
@@ -196,10 +204,6 @@ def test_redis_py_writing_to_a_closed_connection_counts_as_a_lost_connection():
     (seen on Python 3.11 when a Cluster node died): a lost connection, not a bug of ours."""
     from django_redisq.engine.ops import _lost_transport
 
-    ns: dict[str, object] = {}
-    exec(compile("def send():\n    None.writelines([])",
-                 "/venv/lib/python3.11/site-packages/redis/asyncio/connection.py", "exec"), ns)
-    try:
-        ns["send"]()  # type: ignore[operator]
-    except AttributeError as exc:
-        assert _lost_transport(exc)
+    exc = _raised_in("/venv/lib/python3.11/site-packages/redis/asyncio/connection.py",
+                     "None.writelines([])")
+    assert isinstance(exc, AttributeError) and _lost_transport(exc)
