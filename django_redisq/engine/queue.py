@@ -52,8 +52,7 @@ def _enqueue_many_calls(prepared: Sequence[Prepared]) -> list[Call]:
 
     def close_run() -> None:
         if keys:
-            calls.append(Call(scripts.ENQUEUE_MANY_SCRIPT, list(keys), list(args),
-                              parse=_one_reply_per_job))
+            calls.append(Call(scripts.ENQUEUE_MANY_SCRIPT, list(keys), list(args), parse=list))
             keys.clear()
             args.clear()
 
@@ -69,10 +68,6 @@ def _enqueue_many_calls(prepared: Sequence[Prepared]) -> list[Call]:
             close_run()
     close_run()
     return calls
-
-
-def _one_reply_per_job(reply: Any) -> list[Any]:
-    return list(reply)
 
 
 def _as_list(reply: Any) -> list[Any]:
