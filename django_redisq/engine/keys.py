@@ -64,6 +64,15 @@ class QueueKeys:
         return f"{self.base}:wake"
 
     @cached_property
+    def idle(self) -> str:
+        """Sorted set of the workers offering to take this queue's next job directly."""
+        return f"{self.base}:idle"
+
+    def handoff(self, worker: str) -> str:
+        """Pub/Sub channel on which ``worker`` gets the jobs handed to it directly."""
+        return f"{self.base}:to:{worker}"
+
+    @cached_property
     def stats(self) -> str:
         """Hash of cumulative job counters and time histograms per function (metrics)."""
         return f"{self.base}:stats"

@@ -112,6 +112,32 @@ def claimed(record: JobRecord, worker: str, at_ms: int) -> JobRecord:
     return record
 
 
+def _offer_member(worker: str, lease_ms: int) -> str:
+    """A worker's entry in a queue's set of direct-hand-off offers (read by the scripts)."""
+    return f"{lease_ms}|{worker}"
+
+
+def handoff_record(message: bytes, worker: str) -> tuple[str, JobRecord | PayloadError]:
+    """The job in a direct hand-off message (see the ENQUEUE script): its id, and its record
+    as a claim returns it (leased to ``worker``), or why the record does not decode. Raises
+    ``PayloadError`` when not even the id can be read."""
+    parts = _netstrings(message)
+    if len(parts) < 3 or parts[1] != b"id":
+        raise PayloadError(f"hand-off message without a job id: {message[:80]!r}")
+    job_id = parts[2].decode(errors="replace")
+    try:
+        at_ms = int(parts[0])
+        record = JobRecord.from_hash(parts[1:])
+    except PayloadError as exc:
+        return job_id, exc
+    except ValueError:
+        return job_id, PayloadError(f"hand-off message with a bad time: {parts[0]!r}")
+    if record.id != job_id:
+        return job_id, PayloadError(f"malformed job hash: its id field {record.id!r} is not "
+                                    f"the id of its key")
+    return job_id, claimed(record, worker, at_ms)
+
+
 def _ms(seconds: float) -> int:
     """A TTL in ms; a negative TTL means "keep forever" and stays -1."""
     return -1 if seconds < 0 else int(seconds * 1000)
@@ -561,16 +587,37 @@ class Queue:
         return await self.arun(self._wait_steps(job_id, timeout))  # type: ignore[no-any-return]
 
     # -- worker operations (described, run by the worker's own driver) ------------------------
-    def claim_call(self, worker: str, n: int, lease_ms: int, run_now: int | None = None) -> Call:
+    def claim_call(self, worker: str, n: int, lease_ms: int, run_now: int | None = None,
+                   offer_ttl_ms: int = 0) -> Call:
         """Claim up to ``n`` queued jobs (highest priority first) under a lease. The reply is
         ``(claimed_at_ms, [(id, hash fields as read before the claim), ...])``: apply
         ``claimed()`` to each decoded record for the fields the claim wrote. Jobs beyond the
         first ``run_now`` (default: all run now) are marked prefetched: should the worker die
-        before it starts them (and clears the mark), their recovery counts no death."""
+        before it starts them (and clears the mark), their recovery counts no death.
+
+        With ``offer_ttl_ms``, a claim that leaves the queue empty also offers, for that long,
+        to take the next job directly (see ``offer_call``)."""
         k = self.keys
-        return Call(scripts.CLAIM_SCRIPT, [k.state("queued"), k.state("started")],
-                    [k.job_prefix, n, worker, lease_ms, n if run_now is None else run_now],
+        args = [k.job_prefix, n, worker, lease_ms, n if run_now is None else run_now]
+        if offer_ttl_ms:
+            return Call(scripts.CLAIM_SCRIPT, [k.state("queued"), k.state("started"), k.idle],
+                        [*args, offer_ttl_ms, _offer_member(worker, lease_ms)],
+                        parse=_claim_reply)
+        return Call(scripts.CLAIM_SCRIPT, [k.state("queued"), k.state("started")], args,
                     parse=_claim_reply)
+
+    def offer_call(self, worker: str, lease_ms: int, ttl_ms: int) -> Call:
+        """Offer, for ``ttl_ms``, to take this queue's next job directly: an enqueue onto the
+        empty queue leases it to ``worker`` and publishes it on ``keys.handoff(worker)``,
+        which saves the worker's claim round trip. One job per offer. The reply is 0 (no
+        offer) when jobs wait in the queue: claim them instead."""
+        k = self.keys
+        return Call(scripts.OFFER_SCRIPT, [k.state("queued"), k.idle],
+                    [ttl_ms, _offer_member(worker, lease_ms)])
+
+    def withdraw_call(self, worker: str, lease_ms: int) -> Cmd:
+        """Take back ``worker``'s offer (it stops, or is suspended)."""
+        return Cmd(("ZREM", self.keys.idle, _offer_member(worker, lease_ms)))
 
     def started_call(self, job_id: str) -> Cmd:
         """A prefetched job started: its recovery counts a death again."""

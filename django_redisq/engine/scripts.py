@@ -35,7 +35,8 @@ end
 
 -- Queued jobs are scored so that ZPOPMIN takes the highest priority first, FIFO within one
 -- priority: (100 - priority) * 2^44 + sequence. Priorities are clamped to [-100, 100].
-local function push_queued(queued, seq, channel, id, priority)
+-- ``was_empty``: whether the queue was empty before this job, if the caller knows.
+local function push_queued(queued, seq, channel, id, priority, was_empty)
   local p = tonumber(priority) or 0
   if p ~= p then p = 0 end  -- 'nan' from a corrupt hash: ZADD would refuse the score
   if p > 100 then p = 100 elseif p < -100 then p = -100 end
@@ -43,7 +44,19 @@ local function push_queued(queued, seq, channel, id, priority)
   redis.call('ZADD', queued, (100 - p) * 17592186044416 + n, id)
   -- Wake idle workers only when the queue goes from empty to non-empty: a worker that finds
   -- a queue empty waits for this message, and busy workers are not flooded.
-  if redis.call('ZCARD', queued) == 1 then redis.call('PUBLISH', channel, 'q') end
+  if was_empty == nil then was_empty = redis.call('ZCARD', queued) == 1 end
+  if was_empty then redis.call('PUBLISH', channel, 'q') end
+end
+
+-- Direct hand-off. A worker that found a queue empty, with slots free, offers to take its next
+-- job: member '<lease ms>|<worker>' of the queue's 'idle' set, scored by when the offer lapses
+-- (a worker that went quiet stops getting jobs this way after that). See hand_off() in ENQUEUE.
+local function offer(queued, idle, ttl_ms, member, now)
+  if redis.call('ZCARD', queued) > 0 then return 0 end
+  redis.call('ZADD', idle, now + ttl_ms, member)
+  -- Every offer lapses within ttl_ms of the latest one: the set goes with the last to lapse.
+  redis.call('PEXPIRE', idle, ttl_ms)
+  return 1
 end
 
 -- A scheduled job that became the earliest one wakes the timers that sleep until it is due.
@@ -342,7 +355,17 @@ local status = 'queued'
 if failed_dep then status = 'canceled'
 elseif pending > 0 then status = 'deferred'
 elseif due > now then status = 'scheduled' end
-if status == 'scheduled' then
+local worker, lease, was_empty = nil, 0, nil
+if status == 'queued' then
+  was_empty = redis.call('ZCARD', queued) == 0
+  if was_empty then worker, lease = hand_off(base, id, now, ARGV) end
+end
+if worker then
+  redis.call('HSET', KEYS[1], 'id', id, 'enqueued_at', now, 'status', 'started',
+             'started_at', now, 'worker', worker, 'attempts', 1, 'pf', '1', unpack(ARGV, 9))
+  redis.call('ZADD', base .. ':started', now + lease, id)
+  return {1, 'started'}
+elseif status == 'scheduled' then
   redis.call('HSET', KEYS[1], 'id', id, 'enqueued_at', now, 'status', status,
              'scheduled_for', due, unpack(ARGV, 9))
 else
@@ -373,13 +396,15 @@ if status == 'scheduled' then
   push_scheduled(scheduled, channel, id, due)
   return {1, 'scheduled'}
 end
-push_queued(queued, seq, channel, id, ARGV[5])
+push_queued(queued, seq, channel, id, ARGV[5], was_empty)
 return {1, 'queued'}
 """
 
-# KEYS: queued, started
+# KEYS: queued, started, [idle]
 # ARGV: job_prefix, n, worker, lease_ms, run_now (jobs beyond the first run_now are prefetched:
-#       marked 'pf' 1, so that a worker dying before it starts them costs them no death)
+#       marked 'pf' 1, so that a worker dying before it starts them costs them no death),
+#       [offer_ttl_ms, offer member]: with KEYS[3], a claim that empties the queue (or finds
+#       it empty) also offers to take the next job directly (see offer() and hand_off()).
 # Returns {now_ms, {{id, HGETALL reply}, ...}}, one pair per claimed job. The hash is read
 # before the claim's own writes: the caller sets status 'started', started_at = now_ms, worker,
 # and attempts + 1 on its copy (what the script wrote), which saves a read per job.
@@ -389,7 +414,10 @@ return {1, 'queued'}
 CLAIM = r"""
 local want = tonumber(ARGV[2])
 local popped = redis.call('ZPOPMIN', KEYS[1], want)
-if #popped == 0 then return {0, {}} end
+if #popped == 0 then
+  if KEYS[3] then return {offer(KEYS[1], KEYS[3], tonumber(ARGV[6]), ARGV[7], now_ms()), {}} end
+  return {0, {}}
+end
 local now = now_ms()
 local deadline = now + tonumber(ARGV[4])
 local out = {}
@@ -419,6 +447,7 @@ while #popped > 0 do
   if #out >= want or parked_enough(KEYS[1], ARGV[1]) then break end
   popped = redis.call('ZPOPMIN', KEYS[1], want - #out)
 end
+if KEYS[3] and #out < want then offer(KEYS[1], KEYS[3], tonumber(ARGV[6]), ARGV[7], now) end
 return {now, out}
 """
 
@@ -585,6 +614,14 @@ end
 local next_due = -1
 if head[2] then next_due = tonumber(head[2]) end
 return {recovered, poisoned, promoted, next_due, now}
+"""
+
+# KEYS: queued, idle
+# ARGV: offer_ttl_ms, member
+# A worker offers again to take a job directly (its last offer went with the job it got).
+# Returns 0 when the queue is not empty (the worker claims instead), else 1.
+OFFER = r"""
+return offer(KEYS[1], KEYS[2], tonumber(ARGV[1]), ARGV[2], now_ms())
 """
 
 # KEYS: started
@@ -767,8 +804,49 @@ def _script(name: str, body: str) -> Script:
     return Script(name, _PRELUDE + body)
 
 
+# A job enqueued onto an empty queue goes straight to a worker that offered to take one (see
+# offer() in the prelude): the script leases it to that worker, as CLAIM would, and publishes
+# the job's fields on the worker's own channel. The worker starts it on that message, without
+# the wake-up and claim round trip (two of the six one-way trips of an idle enqueue-to-result).
+# PUBLISH counts the receivers: none means that worker is gone (its connection closed), so the
+# next offer is tried, and at worst the job is queued as usual. The job is marked prefetched
+# ('pf'), as a claimed job not yet started is: if the message is lost with its worker, the
+# lease expires and the job is queued again without counting a death. Jobs with limits take
+# the claim path, where their limits are checked. Not on a Cluster: there PUBLISH counts only
+# the receivers on the queue's node (workers do not offer there).
+_HAND_OFF_FN = r"""
+-- Called only when the queue is empty: a job never overtakes those already waiting.
+local function hand_off(base, id, now, argv)
+  for i = 9, #argv, 2 do
+    if argv[i] == 'limit_key' then return nil end
+  end
+  local idle = base .. ':idle'
+  for _ = 1, 3 do
+    local top = redis.call('ZPOPMAX', idle)
+    if #top == 0 then return nil end
+    if tonumber(top[2]) < now then
+      redis.call('DEL', idle)  -- the latest offer has lapsed, so have all the others
+      return nil
+    end
+    local sep = string.find(top[1], '|', 1, true)
+    if sep then
+      local lease = tonumber(string.sub(top[1], 1, sep - 1)) or 30000
+      local worker = string.sub(top[1], sep + 1)
+      -- The message: the claim time, then the job's fields as enqueued, as netstrings.
+      local parts = {#tostring(now) .. ':' .. now, '2:id', #id .. ':' .. id,
+                     '11:enqueued_at', #tostring(now) .. ':' .. now, '6:status', '6:queued'}
+      for i = 9, #argv do parts[#parts + 1] = #argv[i] .. ':' .. argv[i] end
+      if redis.call('PUBLISH', base .. ':to:' .. worker, table.concat(parts)) > 0 then
+        return worker, lease
+      end
+    end
+  end
+  return nil
+end
+"""
+
 # ENQUEUE as a function of (KEYS, ARGV), so that one script call can enqueue many jobs.
-_ENQUEUE_FN = "local function enqueue(KEYS, ARGV)\n" + ENQUEUE + "end\n"
+_ENQUEUE_FN = _HAND_OFF_FN + "local function enqueue(KEYS, ARGV)\n" + ENQUEUE + "end\n"
 
 # KEYS: the job key of each job; ARGV: for each job, how many ENQUEUE arguments it has, then
 # those arguments (see ENQUEUE; no ``once`` key). Returns ENQUEUE's reply for each job, in
@@ -792,6 +870,7 @@ FINISH_SCRIPT = _script("finish", FINISH)
 FAIL_SCRIPT = _script("fail", FAIL)
 MAINTAIN_SCRIPT = _script("maintain", MAINTAIN)
 RENEW_SCRIPT = _script("renew", RENEW)
+OFFER_SCRIPT = _script("offer", OFFER)
 RELEASE_SCRIPT = _script("release", RELEASE)
 CANCEL_SCRIPT = _script("cancel", CANCEL)
 REQUEUE_SCRIPT = _script("requeue", REQUEUE)
@@ -804,6 +883,6 @@ PROGRESS_SCRIPT = Script("progress", PROGRESS)
 
 ALL_SCRIPTS = (
     ENQUEUE_SCRIPT, ENQUEUE_MANY_SCRIPT, CLAIM_SCRIPT, FINISH_SCRIPT, FAIL_SCRIPT,
-    MAINTAIN_SCRIPT, RENEW_SCRIPT, RELEASE_SCRIPT, CANCEL_SCRIPT, REQUEUE_SCRIPT,
+    MAINTAIN_SCRIPT, RENEW_SCRIPT, OFFER_SCRIPT, RELEASE_SCRIPT, CANCEL_SCRIPT, REQUEUE_SCRIPT,
     DELETE_SCRIPT, WATCH_SCRIPT, HEARTBEAT_SCRIPT, LEAD_SCRIPT, STATS_SCRIPT, PROGRESS_SCRIPT,
 )

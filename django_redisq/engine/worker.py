@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import json
 import logging
 import os
@@ -45,7 +46,7 @@ from .errors import JobTimeout, PayloadError, RedisQError, UnknownFunction
 from .executors import Executor
 from .job import JobRecord
 from .ops import Batch, Call, Cmd, one
-from .queue import Queue, claimed
+from .queue import Queue, claimed, handoff_record
 from .registry import Registered, Registry
 from .registry import registry as default_registry
 from .retry import class_path, retry_delay
@@ -103,6 +104,11 @@ class WorkerOptions:
     #: from idle workers. Prefetched jobs hold leases and are put back on shutdown or
     #: suspension.
     prefetch: int | None = None
+    #: Offer to take the next job of a queue found empty straight from its enqueue (the job
+    #: comes in a Pub/Sub message, leased to this worker), which saves the claim round trip
+    #: when idle. Not on a Redis Cluster or Sentinel (a failover test lost track of handed
+    #: jobs: not yet understood), nor in burst mode or with ``max_jobs``.
+    handoff: bool = True
     #: Extra fields shown in the heartbeat (e.g. the supervisor's pid).
     info: dict[str, Any] = field(default_factory=dict)
     #: Periodic jobs this worker may enqueue when it leads (needs ``scheduler``).
@@ -248,6 +254,14 @@ class Worker:
         #: Deployments (ids of their connections) whose wake channels are subscribed.
         self._listening: set[int] = set()
         self._gen = {q.name: 0 for q in self.queues}
+        #: Direct hand-off (see ``Queue.offer_call``): the queues it is used on, and those
+        #: where a hand-off took this worker's offer, to be made again.
+        opts = self.options
+        self._handoff = {q.name for q in self.queues if opts.handoff and not opts.burst
+                         and opts.max_jobs is None and q.connection.cluster is None
+                         and q.connection.sentinel is None}
+        self._offer_ttl_ms = int(max(opts.heartbeat * IDLE_BEAT * 3, 10) * 1000)
+        self._reoffer: set[str] = set()
         self._outbox: list[tuple[Queue, Call | Cmd | _Finished, asyncio.Future[Any]]] = []
         #: Job counts not yet added to the queues' stats hashes (written with the outbox).
         self.counters = JobCounters()
@@ -435,8 +449,11 @@ class Worker:
             if not self._maybe[queue.name]:
                 continue
             gen = self._gen[queue.name]
-            at_ms, replies = await queue.arun(
-                one(queue.claim_call(self.name, n, self.lease_ms, max(0, run_now))))
+            offer = self._offer_ttl_ms if queue.name in self._handoff else 0
+            at_ms, replies = await queue.arun(one(queue.claim_call(
+                self.name, n, self.lease_ms, max(0, run_now), offer_ttl_ms=offer)))
+            if offer and len(replies) < n:
+                self._reoffer.discard(queue.name)  # the claim emptied the queue: offer made
             for job_id, _fields in replies[max(0, run_now):]:
                 self._prefetched.add((queue.name, job_id.decode(errors="replace")))
             run_now -= len(replies)
@@ -467,6 +484,57 @@ class Worker:
         self.counters.record(queue.name, UNREGISTERED, "failed", None, None)
         self._send(queue, queue.fail_call(job_id, self.name, json.dumps(error_summary(err)),
                                           json.dumps([err]), failure_ttl=queue.failure_ttl))
+
+    def _take_handoff(self, queue: Queue, message: bytes) -> None:
+        """A job handed to this worker by its enqueue (our offer for ``queue`` went with it).
+        It is leased to us and marked prefetched: start it, or put it back if no slot is free
+        (or we are stopping): another worker, or this one later, claims it."""
+        self._reoffer.add(queue.name)
+        try:
+            job_id, rec = handoff_record(message, self.name)
+        except PayloadError as exc:
+            # Not even an id: the lease expires and the claim path fails the job.
+            log.error("worker %s: unreadable hand-off message on %s: %s", self.name,
+                      queue.name, exc)
+            return
+        if isinstance(rec, PayloadError):
+            self._reject(queue, job_id, rec)
+            return
+        if (self._stopping.is_set() or self._suspended
+                or self._slots + len(self._ready) >= self.options.concurrency):
+            self._send(queue, queue.release_call(job_id, self.name))
+            return
+        self._claimed += 1
+        self._prefetched.add((queue.name, job_id))
+        self._ready.append((queue, rec))
+        self._start_ready()
+
+    def _offers_due(self) -> list[tuple[Queue, Call]]:
+        """Offers to make again with the next write: on queues whose offer a hand-off took,
+        once a slot is free, unless the queue is known to hold jobs (a claim offers then)."""
+        if (not self._reoffer or self._stopping.is_set() or self._suspended
+                or self._slots + len(self._ready) >= self.options.concurrency):
+            return []
+        due = [n for n in self._reoffer if not self._maybe[n]]
+        self._reoffer.difference_update(due)
+        return [(q, q.offer_call(self.name, self.lease_ms, self._offer_ttl_ms))
+                for q in map(self._by_name.__getitem__, due)]
+
+    def _offer_made(self, queue_name: str, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            self._reoffer.add(queue_name)
+        elif not fut.result():  # jobs wait there: claim them (that claim offers when empty)
+            self._reoffer.add(queue_name)
+            self._mark(queue_name)
+
+    def _withdraw_offers(self) -> None:
+        """Stopping or suspended: take back our offers, those made and any on their way (this
+        goes after them), so no more jobs are handed to us (one handed over meanwhile is put
+        back when it arrives)."""
+        for name in self._handoff:
+            q = self._by_name[name]
+            self._send(q, q.withdraw_call(self.name, self.lease_ms))
+        self._reoffer.clear()
 
     def _prefetch_now(self) -> int:
         """How many jobs to hold beyond the free slots: what the slots finish within
@@ -733,6 +801,11 @@ class Worker:
                                  dict[str, tuple[Queue, list[tuple[str, bytes]],
                                                  list[asyncio.Future[Any]]]]]] = {}
         queues: dict[int, dict[str, Queue]] = {}
+        loop = asyncio.get_running_loop()
+        for q, call in self._offers_due():  # after the outcomes that freed the slots
+            fut = loop.create_future()
+            fut.add_done_callback(functools.partial(self._offer_made, q.name))
+            batch.append((q, call, fut))
         for queue, op, fut in batch:
             entry = by_conn.setdefault(id(queue.connection), (queue, [], [], {}))
             queues.setdefault(id(queue.connection), {})[queue.name] = queue
@@ -785,6 +858,7 @@ class Worker:
     # -- shutdown -----------------------------------------------------------------------------
     async def _drain(self) -> None:
         """Let running jobs finish within the grace period, then put the rest back."""
+        self._withdraw_offers()
         self._release_ready("stopping")
         running = [r.task for r in self._running.values() if r.task is not None]
         if running and not self._hard.is_set():
@@ -950,6 +1024,7 @@ class Worker:
         if suspended:
             log.info("worker %s: suspended; running jobs finish, no new job is taken until "
                      "rqresume", self.name)
+            self._withdraw_offers()
             self._release_ready("suspended")
         else:
             log.info("worker %s: resumed; taking jobs again", self.name)
@@ -998,15 +1073,17 @@ class Worker:
         """Follow the wake channels of ``queues`` (all on one Redis deployment); reconnect
         (and assume work) after an outage."""
         by_channel = {q.keys.channel.encode(): q.name for q in queues}
+        handoffs = {q.keys.handoff(self.name).encode(): q for q in queues
+                    if q.name in self._handoff}
         backoff = 0.1
         while not self._closed.is_set():
             client = pubsub = None
             try:
                 client, pubsub = await queues[0].connection.new_pubsub()
-                await pubsub.subscribe(*by_channel)
+                await pubsub.subscribe(*by_channel, *handoffs)
                 confirmed = 0
                 deadline = time.monotonic() + 10
-                while confirmed < len(by_channel):
+                while confirmed < len(by_channel) + len(handoffs):
                     if time.monotonic() > deadline:
                         raise redis.ConnectionError("no reply to SUBSCRIBE within 10 s")
                     msg = await pubsub.get_message(timeout=1.0)
@@ -1024,6 +1101,10 @@ class Worker:
                 backoff = 0.1
                 async for msg in pubsub.listen():
                     if msg["type"] != "message":
+                        continue
+                    handed = handoffs.get(msg["channel"])
+                    if handed is not None:
+                        self._take_handoff(handed, msg["data"])
                         continue
                     queue_name = by_channel.get(msg["channel"])
                     if queue_name is None:
