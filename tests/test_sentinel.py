@@ -61,6 +61,22 @@ def enqueue(queue: str, tag: str) -> Job[Any] | None:
         return None
 
 
+def request_failover(sentinel: SentinelSet) -> None:
+    """``SENTINEL FAILOVER``: a planned failover. Refused (NOGOODSLAVE) while the sentinel
+    does not yet see the replica as in sync, e.g. on a loaded machine: ask until it accepts."""
+    client = sentinel.sentinels[0].client()
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            client.execute_command("SENTINEL", "FAILOVER", sentinel.name)
+            break
+        except redis.ResponseError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)  # a retry interval, not a synchronisation
+    client.close()
+
+
 @pytest.mark.parametrize("how", ["sigkill", "sentinel-failover"])
 def test_jobs_keep_flowing_through_a_master_failover(how, sentinel, sentinel_queues, worker_proc,
                                                      r):
@@ -85,18 +101,7 @@ def test_jobs_keep_flowing_through_a_master_failover(how, sentinel, sentinel_que
             if how == "sigkill":
                 old.kill()
             else:  # planned: the old master is demoted, its clients disconnected
-                # Refused (NOGOODSLAVE) while the sentinel does not yet see the replica as in
-                # sync, e.g. on a loaded machine: ask again until it accepts.
-                client = sentinel.sentinels[0].client()
-                deadline = time.monotonic() + 15
-                while True:
-                    try:
-                        client.execute_command("SENTINEL", "FAILOVER", sentinel.name)
-                        break
-                    except redis.ResponseError:
-                        if time.monotonic() > deadline:
-                            raise
-                        time.sleep(0.1)  # a retry interval, not a synchronisation
+                request_failover(sentinel)
             sentinel.wait_promoted(sentinel.replica)
             events["promoted"] = time.monotonic()
             if how == "sigkill":
@@ -140,13 +145,18 @@ def test_jobs_keep_flowing_through_a_master_failover(how, sentinel, sentinel_que
 
     # Every acknowledged job that still exists runs (duplicates possible: a job run on the old
     # master whose outcome was not replicated runs again, at-least-once).
-    def settled() -> bool:
+    def unsettled() -> list[tuple[str, Job[Any]]]:
         recorded = {x.decode() for x in r.lrange("test:record", 0, -1)}
-        return all(j.status not in ("queued", "started", "scheduled")
-                   for q in acked for t, j in acked[q] if t not in recorded)
+        return [(t, j) for q in acked for t, j in acked[q]
+                if t not in recorded and j.status in ("queued", "started", "scheduled")]
 
-    wait_for(settled, timeout=30, interval=0.2,
-             message=f"acknowledged jobs did not all end:\n{w.output()}")
+    try:
+        wait_for(lambda: not unsettled(), timeout=30, interval=0.2)
+    except AssertionError:
+        left = [(t, j.id, rec.status, rec.worker, rec.attempts, rec.deaths, rec.started_at)
+                for t, j in unsettled() for rec in [j.refresh().record]]
+        raise AssertionError(f"acknowledged jobs did not all end ({events}): {left}\n"
+                             f"{w.output()}") from None
     recorded_list = [x.decode() for x in r.lrange("test:record", 0, -1)]
     recorded = set(recorded_list)
     lost = {q: [t for t, _j in acked[q] if t not in recorded] for q in acked}
@@ -206,3 +216,35 @@ def test_wait_replicas_refuses_to_acknowledge_what_a_failover_would_lose(sentine
         jobs.add.using(queue="safe", on_commit=False).delay(5, 5)
     print(f"\nreplica stopped: default acknowledged 10, lost {lost_unsafe} after failover; "
           f"safe refused {refused} (NotReplicated), lost 0 acknowledged")
+
+
+def test_an_idle_worker_follows_the_master_when_its_wake_up_went_to_the_new_one(
+        sentinel, sentinel_queues, worker_proc):
+    """The worker listens for wake-ups on the master. A planned failover promotes the replica,
+    and the old master stays up, with its clients connected, until it is made a replica
+    (``REPLICAOF`` keeps them connected too). A job enqueued on the new master meanwhile
+    publishes its wake-up there, where the worker does not listen, and a queue that is not
+    empty announces no other job: the worker must notice that the master moved (its commands
+    follow it) and listen, and claim, there. The flow test above hit this under load: jobs
+    stayed queued until its deadline."""
+    w = worker_proc("default", env={"REDISQ_TEST_QUEUES": json.dumps(sentinel_queues),
+                                    "REDISQ_TEST_HEARTBEAT": "0.5", "REDISQ_TEST_LEASE": "3"})
+    first = enqueue("default", "before")
+    assert first is not None
+    wait_for(lambda: first.status == "finished", timeout=20,
+             message=f"the worker did not run the first job:\n{w.output()}")
+
+    old, new = sentinel.master, sentinel.replica
+    request_failover(sentinel)
+    sentinel.wait_promoted(new)
+    # This process's client reconnects, so it asks the sentinels for the new master.
+    get_queue("default").connection.close()
+    job = enqueue("default", "after")
+    assert job is not None and job.status == "queued"
+    key = get_queue("default").keys.job(job.id)
+    assert new.client().exists(key) and not old.client().exists(key)
+
+    old.client().replicaof(*new.address)  # as an operator restoring the old master would
+    wait_for(lambda: job.status == "finished", timeout=20, interval=0.1,
+             message=f"the job enqueued on the new master did not run:\n{w.output()}")
+    assert "has moved: listening on the new one" in w.output(), w.output()

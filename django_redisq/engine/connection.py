@@ -198,6 +198,24 @@ class RedisConnection:
             return client, client.pubsub(node=client.get_random_node())
         return client, client.pubsub()
 
+    def on_master(self, pubsub: Any) -> bool:
+        """Whether a Pub/Sub from ``new_pubsub()`` is on the node that this loop's commands
+        last found to be the master (always true but on Sentinel).
+
+        After a failover the commands follow the new master (a demoted node answers writes
+        with READONLY, and redis-py reconnects through the sentinels), but a Pub/Sub stays on
+        the old node while its connection lives, and a demotion by ``REPLICAOF`` keeps it
+        alive: what the new master published before the old node caught up with it never
+        reaches that Pub/Sub."""
+        if self.sentinel is None:
+            return True
+        conn = getattr(pubsub, "connection", None)
+        client = self._aclients.get(asyncio.get_running_loop())
+        if conn is None or client is None:
+            return True
+        master = getattr(getattr(client, "connection_pool", None), "master_address", None)
+        return master is None or tuple(master) == (conn.host, conn.port)
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()

@@ -39,6 +39,7 @@ import redis
 
 from . import keys as keymod
 from . import tracing
+from .connection import RedisConnection
 from .context import PROGRESS_INTERVAL, JobContext, set_current
 from .counters import UNREGISTERED, JobCounters
 from .cron import Schedule
@@ -253,6 +254,10 @@ class Worker:
         self._deployments = list(groups.values())
         #: Deployments (ids of their connections) whose wake channels are subscribed.
         self._listening: set[int] = set()
+        #: Each deployment's current Pub/Sub, and an event that makes its listener subscribe
+        #: afresh (set when the master moved away from under it, see ``_follow_masters``).
+        self._pubsubs: dict[int, tuple[RedisConnection, Any]] = {}
+        self._moved: dict[int, asyncio.Event] = {}
         self._gen = {q.name: 0 for q in self.queues}
         #: Direct hand-off (see ``Queue.offer_call``): the queues it is used on, and those
         #: where a hand-off took this worker's offer, to be made again.
@@ -901,6 +906,7 @@ class Worker:
                     self._beat_now.clear()
                     await self._beat()
                     await self._write_counters()
+                    self._follow_masters()
                     busy = self._running or self._ready
                     next_beat = now + opts.heartbeat * (1 if busy else IDLE_BEAT)
                 self._sched_wake.clear()
@@ -1069,12 +1075,26 @@ class Worker:
         self._maybe[queue_name] = True
         self._wake.set()
 
+    def _follow_masters(self) -> None:
+        """Make a listener left on a former master (Sentinel) subscribe on the current one.
+        Checked after each heartbeat, whose write takes the commands to the new master: what
+        was published while the listener was on the old node is lost, and a queue whose
+        wake-up is lost gets no other until it empties, so the new subscription claims from
+        every queue."""
+        for cid, (conn, pubsub) in self._pubsubs.items():
+            if not conn.on_master(pubsub):
+                log.warning("worker %s: the master of %s has moved: listening on the new one",
+                            self.name, conn.masked_url)
+                self._moved[cid].set()
+
     async def _listen(self, queues: list[Queue]) -> None:
         """Follow the wake channels of ``queues`` (all on one Redis deployment); reconnect
-        (and assume work) after an outage."""
+        (and assume work) after an outage, or when the master moved (``_follow_masters``)."""
         by_channel = {q.keys.channel.encode(): q.name for q in queues}
         handoffs = {q.keys.handoff(self.name).encode(): q for q in queues
                     if q.name in self._handoff}
+        cid = id(queues[0].connection)
+        moved = self._moved[cid] = asyncio.Event()
         backoff = 0.1
         while not self._closed.is_set():
             client = pubsub = None
@@ -1099,29 +1119,22 @@ class Worker:
                 if len(self._listening) == len(self._deployments):
                     self._pubsub_ready.set()
                 backoff = 0.1
-                async for msg in pubsub.listen():
-                    if msg["type"] != "message":
-                        continue
-                    handed = handoffs.get(msg["channel"])
-                    if handed is not None:
-                        self._take_handoff(handed, msg["data"])
-                        continue
-                    queue_name = by_channel.get(msg["channel"])
-                    if queue_name is None:
-                        continue
-                    data = msg["data"]
-                    if data == b"s":
-                        self._sched_wake.set()
-                    elif data == b"p":  # rqsuspend / rqresume: re-read suspension now
-                        self._check_suspension = True
-                        self._beat_now.set()
-                    elif data.startswith(b"c:"):
-                        self._cancel_running(queue_name, data[2:].decode(errors="replace"))
-                    else:
-                        self._mark(queue_name)
+                moved.clear()
+                self._pubsubs[cid] = (queues[0].connection, pubsub)
+                follow = asyncio.ensure_future(self._follow(pubsub, by_channel, handoffs))
+                moving = asyncio.ensure_future(moved.wait())
+                try:
+                    await asyncio.wait((follow, moving), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    moving.cancel()
+                    if not follow.done():
+                        follow.cancel()
+                if follow.done():  # ended by itself (not cancelled just above)
+                    await follow  # its error, if any, is handled below
             except (redis.RedisError, OSError) as exc:
                 backoff = await self._backoff("listening for new jobs", exc, backoff)
             finally:
+                self._pubsubs.pop(cid, None)
                 try:
                     if pubsub is not None:
                         await pubsub.aclose()
@@ -1129,6 +1142,30 @@ class Worker:
                         await client.aclose()
                 except Exception:
                     pass
+
+    async def _follow(self, pubsub: Any, by_channel: dict[bytes, str],
+                      handoffs: dict[bytes, Queue]) -> None:
+        """Act on the messages of a subscribed Pub/Sub until its connection fails."""
+        async for msg in pubsub.listen():
+            if msg["type"] != "message":
+                continue
+            handed = handoffs.get(msg["channel"])
+            if handed is not None:
+                self._take_handoff(handed, msg["data"])
+                continue
+            queue_name = by_channel.get(msg["channel"])
+            if queue_name is None:
+                continue
+            data = msg["data"]
+            if data == b"s":
+                self._sched_wake.set()
+            elif data == b"p":  # rqsuspend / rqresume: re-read suspension now
+                self._check_suspension = True
+                self._beat_now.set()
+            elif data.startswith(b"c:"):
+                self._cancel_running(queue_name, data[2:].decode(errors="replace"))
+            else:
+                self._mark(queue_name)
 
     # -- helpers ------------------------------------------------------------------------------
     async def _backoff(self, what: str, exc: BaseException, delay: float,
