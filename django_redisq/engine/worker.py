@@ -107,8 +107,8 @@ class WorkerOptions:
     prefetch: int | None = None
     #: Offer to take the next job of a queue found empty straight from its enqueue (the job
     #: comes in a Pub/Sub message, leased to this worker), which saves the claim round trip
-    #: when idle. Not on a Redis Cluster or Sentinel (a failover test lost track of handed
-    #: jobs: not yet understood), nor in burst mode or with ``max_jobs``.
+    #: when idle. Not on a Redis Cluster (there ``PUBLISH`` counts one node's receivers), nor
+    #: in burst mode or with ``max_jobs``.
     handoff: bool = True
     #: Extra fields shown in the heartbeat (e.g. the supervisor's pid).
     info: dict[str, Any] = field(default_factory=dict)
@@ -263,8 +263,7 @@ class Worker:
         #: where a hand-off took this worker's offer, to be made again.
         opts = self.options
         self._handoff = {q.name for q in self.queues if opts.handoff and not opts.burst
-                         and opts.max_jobs is None and q.connection.cluster is None
-                         and q.connection.sentinel is None}
+                         and opts.max_jobs is None and q.connection.cluster is None}
         self._offer_ttl_ms = int(max(opts.heartbeat * IDLE_BEAT * 3, 10) * 1000)
         self._reoffer: set[str] = set()
         self._outbox: list[tuple[Queue, Call | Cmd | _Finished, asyncio.Future[Any]]] = []
