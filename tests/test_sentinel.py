@@ -248,3 +248,51 @@ def test_an_idle_worker_follows_the_master_when_its_wake_up_went_to_the_new_one(
     wait_for(lambda: job.status == "finished", timeout=20, interval=0.1,
              message=f"the job enqueued on the new master did not run:\n{w.output()}")
     assert "has moved: listening on the new one" in w.output(), w.output()
+
+
+def test_a_hand_off_relayed_by_the_demoted_master_is_not_run(sentinel, sentinel_queues,
+                                                              worker_proc, r):
+    """A replica relays what its master publishes, hand-off messages too, but the master's
+    ``PUBLISH`` counts only its own receivers: a worker that listens on the demoted master is
+    not the one the job was handed to (the job was queued), so it must not run it from that
+    message, or it runs it twice (once from the message, once claimed). A long heartbeat keeps
+    the listener on the old node while the worker's commands have already moved."""
+    w = worker_proc("default", env={"REDISQ_TEST_QUEUES": json.dumps(sentinel_queues),
+                                    "REDISQ_TEST_HEARTBEAT": "30", "REDISQ_TEST_LEASE": "120"})
+    first = enqueue("default", "before")
+    assert first is not None
+    wait_for(lambda: first.status == "finished", timeout=20,
+             message=f"the worker did not run the first job:\n{w.output()}")
+
+    old, new = sentinel.master, sentinel.replica
+    request_failover(sentinel)
+    sentinel.wait_promoted(new)
+    get_queue("default").connection.close()  # this process asks the sentinels again
+    c = old.client()
+    c.replicaof(*new.address)
+    poll(lambda: c.info("replication").get("master_link_status") == "up", 30,
+         "old master back as a replica of the new one")
+    # The worker's commands still go to the old node: this job's run writes there, gets
+    # READONLY, and moves them to the new master.
+    moving = enqueue("default", "moving")
+    assert moving is not None
+    wait_for(lambda: moving.status == "finished", timeout=20,
+             message=f"the job that moves the worker's commands did not run:\n{w.output()}")
+
+    # Once the worker offers again, on the new master, the next job's enqueue hands it to the
+    # worker there: PUBLISH counts no receiver, the job is queued, and the old node relays
+    # the message to the worker.
+    idle = get_queue("default").keys.idle
+    offers = wait_for(lambda: new.client().zrange(idle, 0, -1), timeout=10,
+                      message=f"the worker did not offer on the new master:\n{w.output()}")
+    worker_name = offers[0].decode().split("|", 1)[1]
+    job = enqueue("default", "relayed")
+    assert job is not None
+    wait_for(lambda: job.status == "finished", timeout=20,
+             message=f"the job enqueued after the failover did not run:\n{w.output()}")
+    # That message tells the worker that it listens on a former master: it moves there.
+    channel = get_queue("default").keys.handoff(worker_name)
+    wait_for(lambda: new.client().pubsub_numsub(channel)[0][1] == 1, timeout=10,
+             message=f"the worker did not listen on the new master:\n{w.output()}")
+    runs = [x for x in r.lrange("test:record", 0, -1) if x == b"relayed"]
+    assert len(runs) == 1, (runs, w.output())

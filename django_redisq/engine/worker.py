@@ -1080,11 +1080,16 @@ class Worker:
         was published while the listener was on the old node is lost, and a queue whose
         wake-up is lost gets no other until it empties, so the new subscription claims from
         every queue."""
-        for cid, (conn, pubsub) in self._pubsubs.items():
+        for conn, pubsub in self._pubsubs.values():
             if not conn.on_master(pubsub):
-                log.warning("worker %s: the master of %s has moved: listening on the new one",
-                            self.name, conn.masked_url)
-                self._moved[cid].set()
+                self._master_moved(conn)
+
+    def _master_moved(self, conn: RedisConnection) -> None:
+        moved = self._moved[id(conn)]
+        if not moved.is_set():
+            log.warning("worker %s: the master of %s has moved: listening on the new one",
+                        self.name, conn.masked_url)
+            moved.set()
 
     async def _listen(self, queues: list[Queue]) -> None:
         """Follow the wake channels of ``queues`` (all on one Redis deployment); reconnect
@@ -1150,7 +1155,12 @@ class Worker:
                 continue
             handed = handoffs.get(msg["channel"])
             if handed is not None:
-                self._take_handoff(handed, msg["data"])
+                # A demoted master relays what the new one publishes, but a hand-off counts
+                # only the master's own receivers: not ours, so the job went elsewhere.
+                if handed.connection.on_master(pubsub):
+                    self._take_handoff(handed, msg["data"])
+                else:
+                    self._master_moved(handed.connection)
                 continue
             queue_name = by_channel.get(msg["channel"])
             if queue_name is None:
