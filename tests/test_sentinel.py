@@ -9,8 +9,9 @@ plain enqueues in some runs: a SIGKILL those the replica had not received yet, a
 ``SENTINEL FAILOVER`` those the old master took between the promotion and its demotion (its
 clients stay connected to it meanwhile) and the worker did not run there; so only ``safe`` is
 asserted loss-free. Duplicate runs are printed, not asserted (at-least-once).
-Time budget: about 60 s (three deployments of five processes, ~5 s to start each, failovers of
-~0.3 to 3 s, the old master restarted as a replica).
+Two more tests make a planned failover's effect on an idle worker's wake-ups deterministic.
+Time budget: about 30 s on a quiet machine, 60 s loaded (five deployments of five processes,
+~2 to 5 s to start each, failovers of ~0.3 to 3 s, the old master restarted as a replica).
 """
 
 from __future__ import annotations
