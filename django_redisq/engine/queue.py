@@ -628,16 +628,23 @@ class Queue:
         return self.finish_many_call(worker, [(job_id, result)], parse=_first)
 
     def finish_many_call(self, worker: str, results: Sequence[tuple[str, bytes]],
-                         parse: Callable[[Any], Any] | None = None) -> Call:
+                         parse: Callable[[Any], Any] | None = None,
+                         offer: tuple[int, int] | None = None) -> Call:
         """Record finished jobs ``(id, encoded result)`` in one script call; the reply has one
-        code per job: 1 recorded, 0 gone, -1 owned by another worker, -2 not finishable."""
+        code per job: 1 recorded, 0 gone, -1 owned by another worker, -2 not finishable.
+
+        ``offer=(lease_ms, ttl_ms)`` also makes ``offer_call``'s offer, whose reply then
+        follows the codes."""
         k = self.keys
         args: list[Any] = [worker, k.done_prefix, k.job_prefix, k.deps_prefix, k.channel]
         for job_id, result in results:
             args += (job_id, result)
-        call = Call(scripts.FINISH_SCRIPT,
-                    [k.state("started"), k.state("queued"), k.state("finished"),
-                     k.state("deferred"), k.seq, k.state("canceled")], args)
+        keys = [k.state("started"), k.state("queued"), k.state("finished"),
+                k.state("deferred"), k.seq, k.state("canceled")]
+        if offer is not None:
+            keys.append(k.idle)
+            args += (offer[1], _offer_member(worker, offer[0]))
+        call = Call(scripts.FINISH_SCRIPT, keys, args)
         if parse is not None:
             call.parse = parse
         return call

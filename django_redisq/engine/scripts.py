@@ -451,17 +451,22 @@ if KEYS[3] and #out < want then offer(KEYS[1], KEYS[3], tonumber(ARGV[6]), ARGV[
 return {now, out}
 """
 
-# KEYS: started, queued, finished, deferred, seq, canceled
-# ARGV: worker, done_prefix, job_prefix, deps_prefix, channel, id, result, id, result, ...
+# KEYS: started, queued, finished, deferred, seq, canceled, [idle]
+# ARGV: worker, done_prefix, job_prefix, deps_prefix, channel, id, result, id, result, ...,
+#       [offer_ttl_ms, offer member]
 # Records many finished jobs in one call (a worker flushes what finished during the last round
 # trip). Returns one code per job: 1 when recorded, 0 when the job no longer exists, -1 when
 # another worker owns it (our lease expired and it was claimed again), -2 when it is in a state
-# we may not finish.
+# we may not finish. With KEYS[7], the worker also offers again to take the next job directly
+# (see offer()), and OFFER's reply follows the codes: the offer goes with the outcome that freed
+# the slot, saving a script call per job when jobs meet an idle worker one at a time.
 FINISH = r"""
 local worker = ARGV[1]
 local now = now_ms()
 local codes = {}
-for i = 6, #ARGV, 2 do
+local last = #ARGV
+if KEYS[7] then last = last - 2 end
+for i = 6, last, 2 do
   local id = ARGV[i]
   local key = ARGV[3] .. id
   local f = redis.call('HMGET', key, 'status', 'worker', 'result_ttl', 'w', 'deps',
@@ -489,6 +494,9 @@ for i = 6, #ARGV, 2 do
     end
   end
   codes[#codes + 1] = code
+end
+if KEYS[7] then
+  codes[#codes + 1] = offer(KEYS[2], KEYS[7], tonumber(ARGV[last + 1]), ARGV[last + 2], now)
 end
 return codes
 """

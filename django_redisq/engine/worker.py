@@ -513,16 +513,15 @@ class Worker:
         self._ready.append((queue, rec))
         self._start_ready()
 
-    def _offers_due(self) -> list[tuple[Queue, Call]]:
-        """Offers to make again with the next write: on queues whose offer a hand-off took,
+    def _offers_due(self) -> list[Queue]:
+        """Queues to offer on again with the next write: those whose offer a hand-off took,
         once a slot is free, unless the queue is known to hold jobs (a claim offers then)."""
         if (not self._reoffer or self._stopping.is_set() or self._suspended
                 or self._slots + len(self._ready) >= self.options.concurrency):
             return []
         due = [n for n in self._reoffer if not self._maybe[n]]
         self._reoffer.difference_update(due)
-        return [(q, q.offer_call(self.name, self.lease_ms, self._offer_ttl_ms))
-                for q in map(self._by_name.__getitem__, due)]
+        return [self._by_name[n] for n in due]
 
     def _offer_made(self, queue_name: str, fut: asyncio.Future[Any]) -> None:
         if fut.cancelled() or fut.exception() is not None:
@@ -801,50 +800,71 @@ class Worker:
         """One pipeline per Redis deployment; the finished jobs of each queue go in one
         script call (their replies are one code per job, handed to each job's future). At
         most every ``COUNTERS_INTERVAL``, the job counters of those queues go along."""
-        by_conn: dict[int, tuple[Queue, list[Call | Cmd], list[list[asyncio.Future[Any]]],
-                                 dict[str, tuple[Queue, list[tuple[str, bytes]],
-                                                 list[asyncio.Future[Any]]]]]] = {}
-        queues: dict[int, dict[str, Queue]] = {}
         loop = asyncio.get_running_loop()
-        for q, call in self._offers_due():  # after the outcomes that freed the slots
-            fut = loop.create_future()
+        # Offers to make again go with their queue's finished jobs (the outcomes that freed
+        # the slots), in the same script call; on a queue without any, as their own call.
+        offers: dict[str, asyncio.Future[Any]] = {}
+        for q in self._offers_due():
+            offers[q.name] = fut = loop.create_future()
             fut.add_done_callback(functools.partial(self._offer_made, q.name))
-            batch.append((q, call, fut))
-        for queue, op, fut in batch:
-            entry = by_conn.setdefault(id(queue.connection), (queue, [], [], {}))
-            queues.setdefault(id(queue.connection), {})[queue.name] = queue
-            if isinstance(op, _Finished):
-                group = entry[3].setdefault(queue.name, (queue, [], []))
-                group[1].append((op.job_id, op.payload))
-                group[2].append(fut)
-            else:
-                entry[1].append(op)
-                entry[2].append([fut])
-        with_counters = time.monotonic() >= self._counters_due
-        if with_counters:
-            self._counters_due = time.monotonic() + COUNTERS_INTERVAL
-        for conn, (queue, calls, futures, finished) in by_conn.items():
-            many = len(calls)
-            for q, results, futs in finished.values():
-                calls.append(q.finish_many_call(self.name, results))
-                futures.append(futs)
-            counted: list[tuple[str, list[Any]]] = []
-            for q in queues[conn].values() if with_counters else ():
-                flat = self.counters.take(q.name)
-                if flat:  # after the outcomes: their replies are not read
-                    counted.append((q.name, flat))
-                    calls.append(q.stats_call(flat))
-            try:
-                replies = await queue.arun(one(Batch(calls)))
-            except BaseException:
-                for name, flat in counted:
-                    self.counters.restore(name, flat)
-                raise
-            for i, (futs, reply) in enumerate(zip(futures, replies)):
-                for fut, value in (zip(futs, reply) if i >= many else ((futs[0], reply),)):
-                    if not fut.done():
-                        fut.set_result(value)
-        self._wrote_since_probe = True
+        try:
+            by_conn: dict[int, tuple[Queue, list[Call | Cmd], list[list[asyncio.Future[Any]]],
+                                     dict[str, tuple[Queue, list[tuple[str, bytes]],
+                                                     list[asyncio.Future[Any]]]]]] = {}
+            queues: dict[int, dict[str, Queue]] = {}
+            for queue, op, fut in batch:
+                entry = by_conn.setdefault(id(queue.connection), (queue, [], [], {}))
+                queues.setdefault(id(queue.connection), {})[queue.name] = queue
+                if isinstance(op, _Finished):
+                    group = entry[3].setdefault(queue.name, (queue, [], []))
+                    group[1].append((op.job_id, op.payload))
+                    group[2].append(fut)
+                else:
+                    entry[1].append(op)
+                    entry[2].append([fut])
+            for name, fut in offers.items():
+                q = self._by_name[name]
+                entry = by_conn.setdefault(id(q.connection), (q, [], [], {}))
+                if name not in entry[3]:
+                    queues.setdefault(id(q.connection), {})[name] = q
+                    entry[1].append(q.offer_call(self.name, self.lease_ms, self._offer_ttl_ms))
+                    entry[2].append([fut])
+            with_counters = time.monotonic() >= self._counters_due
+            if with_counters:
+                self._counters_due = time.monotonic() + COUNTERS_INTERVAL
+            for conn, (queue, calls, futures, finished) in by_conn.items():
+                many = len(calls)
+                for q, results, futs in finished.values():
+                    offer = offers.get(q.name)
+                    if offer is None:
+                        calls.append(q.finish_many_call(self.name, results))
+                        futures.append(futs)
+                    else:  # the offer's reply follows the codes
+                        calls.append(q.finish_many_call(self.name, results,
+                                                        offer=(self.lease_ms, self._offer_ttl_ms)))
+                        futures.append([*futs, offer])
+                counted: list[tuple[str, list[Any]]] = []
+                for q in queues[conn].values() if with_counters else ():
+                    flat = self.counters.take(q.name)
+                    if flat:  # after the outcomes: their replies are not read
+                        counted.append((q.name, flat))
+                        calls.append(q.stats_call(flat))
+                try:
+                    replies = await queue.arun(one(Batch(calls)))
+                except BaseException:
+                    for name, flat in counted:
+                        self.counters.restore(name, flat)
+                    raise
+                for i, (futs, reply) in enumerate(zip(futures, replies)):
+                    for fut, value in (zip(futs, reply) if i >= many else ((futs[0], reply),)):
+                        if not fut.done():
+                            fut.set_result(value)
+            self._wrote_since_probe = True
+        except BaseException:
+            for fut in offers.values():  # not written: offered again with the next write
+                if not fut.done():
+                    fut.cancel()
+            raise
 
     async def _write_counters(self) -> None:
         """Write every pending job count now (heartbeat and shutdown; bounded by the Redis
