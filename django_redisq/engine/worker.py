@@ -807,64 +807,58 @@ class Worker:
         for q in self._offers_due():
             offers[q.name] = fut = loop.create_future()
             fut.add_done_callback(functools.partial(self._offer_made, q.name))
-        try:
-            by_conn: dict[int, tuple[Queue, list[Call | Cmd], list[list[asyncio.Future[Any]]],
-                                     dict[str, tuple[Queue, list[tuple[str, bytes]],
-                                                     list[asyncio.Future[Any]]]]]] = {}
-            queues: dict[int, dict[str, Queue]] = {}
-            for queue, op, fut in batch:
-                entry = by_conn.setdefault(id(queue.connection), (queue, [], [], {}))
-                queues.setdefault(id(queue.connection), {})[queue.name] = queue
-                if isinstance(op, _Finished):
-                    group = entry[3].setdefault(queue.name, (queue, [], []))
-                    group[1].append((op.job_id, op.payload))
-                    group[2].append(fut)
-                else:
-                    entry[1].append(op)
-                    entry[2].append([fut])
-            for name, fut in offers.items():
-                q = self._by_name[name]
-                entry = by_conn.setdefault(id(q.connection), (q, [], [], {}))
-                if name not in entry[3]:
-                    queues.setdefault(id(q.connection), {})[name] = q
-                    entry[1].append(q.offer_call(self.name, self.lease_ms, self._offer_ttl_ms))
-                    entry[2].append([fut])
-            with_counters = time.monotonic() >= self._counters_due
-            if with_counters:
-                self._counters_due = time.monotonic() + COUNTERS_INTERVAL
-            for conn, (queue, calls, futures, finished) in by_conn.items():
-                many = len(calls)
-                for q, results, futs in finished.values():
-                    offer = offers.get(q.name)
-                    if offer is None:
-                        calls.append(q.finish_many_call(self.name, results))
-                        futures.append(futs)
-                    else:  # the offer's reply follows the codes
-                        calls.append(q.finish_many_call(self.name, results,
-                                                        offer=(self.lease_ms, self._offer_ttl_ms)))
-                        futures.append([*futs, offer])
-                counted: list[tuple[str, list[Any]]] = []
-                for q in queues[conn].values() if with_counters else ():
-                    flat = self.counters.take(q.name)
-                    if flat:  # after the outcomes: their replies are not read
-                        counted.append((q.name, flat))
-                        calls.append(q.stats_call(flat))
-                try:
-                    replies = await queue.arun(one(Batch(calls)))
-                except BaseException:
-                    for name, flat in counted:
-                        self.counters.restore(name, flat)
-                    raise
-                for i, (futs, reply) in enumerate(zip(futures, replies)):
-                    for fut, value in (zip(futs, reply) if i >= many else ((futs[0], reply),)):
-                        if not fut.done():
-                            fut.set_result(value)
-            self._wrote_since_probe = True
-        except BaseException:
-            for fut in offers.values():  # not written: offered again with the next write
-                if not fut.done():
-                    fut.cancel()
-            raise
+        by_conn: dict[int, tuple[Queue, list[Call | Cmd], list[list[asyncio.Future[Any]]],
+                                 dict[str, tuple[Queue, list[tuple[str, bytes]],
+                                                 list[asyncio.Future[Any]]]]]] = {}
+        queues: dict[int, dict[str, Queue]] = {}
+        for queue, op, fut in batch:
+            entry = by_conn.setdefault(id(queue.connection), (queue, [], [], {}))
+            queues.setdefault(id(queue.connection), {})[queue.name] = queue
+            if isinstance(op, _Finished):
+                group = entry[3].setdefault(queue.name, (queue, [], []))
+                group[1].append((op.job_id, op.payload))
+                group[2].append(fut)
+            else:
+                entry[1].append(op)
+                entry[2].append([fut])
+        for name, fut in offers.items():
+            q = self._by_name[name]
+            entry = by_conn.setdefault(id(q.connection), (q, [], [], {}))
+            if name not in entry[3]:
+                queues.setdefault(id(q.connection), {})[name] = q
+                entry[1].append(q.offer_call(self.name, self.lease_ms, self._offer_ttl_ms))
+                entry[2].append([fut])
+        with_counters = time.monotonic() >= self._counters_due
+        if with_counters:
+            self._counters_due = time.monotonic() + COUNTERS_INTERVAL
+        for conn, (queue, calls, futures, finished) in by_conn.items():
+            many = len(calls)
+            for q, results, futs in finished.values():
+                offer = offers.get(q.name)  # its reply follows the codes
+                calls.append(q.finish_many_call(
+                    self.name, results,
+                    offer=None if offer is None else (self.lease_ms, self._offer_ttl_ms)))
+                futures.append(futs if offer is None else [*futs, offer])
+            counted: list[tuple[str, list[Any]]] = []
+            for q in queues[conn].values() if with_counters else ():
+                flat = self.counters.take(q.name)
+                if flat:  # after the outcomes: their replies are not read
+                    counted.append((q.name, flat))
+                    calls.append(q.stats_call(flat))
+            try:
+                replies = await queue.arun(one(Batch(calls)))
+            except BaseException:
+                for name, flat in counted:
+                    self.counters.restore(name, flat)
+                for fut in offers.values():  # not written: offered again with the next write
+                    if not fut.done():
+                        fut.cancel()
+                raise
+            for i, (futs, reply) in enumerate(zip(futures, replies)):
+                for fut, value in (zip(futs, reply) if i >= many else ((futs[0], reply),)):
+                    if not fut.done():
+                        fut.set_result(value)
+        self._wrote_since_probe = True
 
     async def _write_counters(self) -> None:
         """Write every pending job count now (heartbeat and shutdown; bounded by the Redis
