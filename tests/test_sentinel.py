@@ -219,6 +219,25 @@ def test_wait_replicas_refuses_to_acknowledge_what_a_failover_would_lose(sentine
           f"safe refused {refused} (NotReplicated), lost 0 acknowledged")
 
 
+def idle_worker_and_planned_failover(sentinel: SentinelSet, sentinel_queues: dict[str, Any],
+                                     worker_proc: Any, heartbeat: str, lease: str
+                                     ) -> tuple[Any, Any, Any]:
+    """A worker that ran a job and idles, listening on the master; then a planned failover.
+    Returns the worker, the old master (still up, still a master) and the promoted replica.
+    This process's client reconnects, so its next enqueue goes to the new master."""
+    w = worker_proc("default", env={"REDISQ_TEST_QUEUES": json.dumps(sentinel_queues),
+                                    "REDISQ_TEST_HEARTBEAT": heartbeat,
+                                    "REDISQ_TEST_LEASE": lease})
+    first = enqueue("default", "before")
+    assert first is not None
+    wait_for(lambda: first.status == "finished", timeout=20,
+             message=f"the worker did not run the first job:\n{w.output()}")
+    request_failover(sentinel)
+    sentinel.wait_promoted(sentinel.replica)
+    get_queue("default").connection.close()
+    return w, sentinel.master, sentinel.replica
+
+
 def test_an_idle_worker_follows_the_master_when_its_wake_up_went_to_the_new_one(
         sentinel, sentinel_queues, worker_proc):
     """The worker listens for wake-ups on the master. A planned failover promotes the replica,
@@ -228,18 +247,8 @@ def test_an_idle_worker_follows_the_master_when_its_wake_up_went_to_the_new_one(
     empty announces no other job: the worker must notice that the master moved (its commands
     follow it) and listen, and claim, there. The flow test above hit this under load: jobs
     stayed queued until its deadline."""
-    w = worker_proc("default", env={"REDISQ_TEST_QUEUES": json.dumps(sentinel_queues),
-                                    "REDISQ_TEST_HEARTBEAT": "0.5", "REDISQ_TEST_LEASE": "3"})
-    first = enqueue("default", "before")
-    assert first is not None
-    wait_for(lambda: first.status == "finished", timeout=20,
-             message=f"the worker did not run the first job:\n{w.output()}")
-
-    old, new = sentinel.master, sentinel.replica
-    request_failover(sentinel)
-    sentinel.wait_promoted(new)
-    # This process's client reconnects, so it asks the sentinels for the new master.
-    get_queue("default").connection.close()
+    w, old, new = idle_worker_and_planned_failover(sentinel, sentinel_queues, worker_proc,
+                                                   heartbeat="0.5", lease="3")
     job = enqueue("default", "after")
     assert job is not None and job.status == "queued"
     key = get_queue("default").keys.job(job.id)
@@ -258,17 +267,8 @@ def test_a_hand_off_relayed_by_the_demoted_master_is_not_run(sentinel, sentinel_
     not the one the job was handed to (the job was queued), so it must not run it from that
     message, or it runs it twice (once from the message, once claimed). A long heartbeat keeps
     the listener on the old node while the worker's commands have already moved."""
-    w = worker_proc("default", env={"REDISQ_TEST_QUEUES": json.dumps(sentinel_queues),
-                                    "REDISQ_TEST_HEARTBEAT": "30", "REDISQ_TEST_LEASE": "120"})
-    first = enqueue("default", "before")
-    assert first is not None
-    wait_for(lambda: first.status == "finished", timeout=20,
-             message=f"the worker did not run the first job:\n{w.output()}")
-
-    old, new = sentinel.master, sentinel.replica
-    request_failover(sentinel)
-    sentinel.wait_promoted(new)
-    get_queue("default").connection.close()  # this process asks the sentinels again
+    w, old, new = idle_worker_and_planned_failover(sentinel, sentinel_queues, worker_proc,
+                                                   heartbeat="30", lease="120")
     c = old.client()
     c.replicaof(*new.address)
     poll(lambda: c.info("replication").get("master_link_status") == "up", 30,
