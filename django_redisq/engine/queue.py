@@ -112,6 +112,17 @@ def claimed(record: JobRecord, worker: str, at_ms: int) -> JobRecord:
     return record
 
 
+def claimed_record(job_id: bytes, fields: list[bytes], worker: str, at_ms: int) -> JobRecord:
+    """The record of a job leased to ``worker`` at ``at_ms``, from its fields as read before
+    the lease (a claim's reply, a hand-off message). Raises ``PayloadError`` when they do not
+    decode, or name another job (its outcome, written by that id, would miss this one)."""
+    record = JobRecord.from_hash(fields)
+    if record.id.encode() != job_id:
+        raise PayloadError(f"malformed job hash: its id field {record.id!r} is not the id of "
+                           f"its key")
+    return claimed(record, worker, at_ms)
+
+
 def _offer_member(worker: str, lease_ms: int) -> str:
     """A worker's entry in a queue's set of direct-hand-off offers (read by the scripts)."""
     return f"{lease_ms}|{worker}"
@@ -127,15 +138,12 @@ def handoff_record(message: bytes, worker: str) -> tuple[str, JobRecord | Payloa
     job_id = parts[2].decode(errors="replace")
     try:
         at_ms = int(parts[0])
-        record = JobRecord.from_hash(parts[1:])
-    except PayloadError as exc:
-        return job_id, exc
     except ValueError:
         return job_id, PayloadError(f"hand-off message with a bad time: {parts[0]!r}")
-    if record.id != job_id:
-        return job_id, PayloadError(f"malformed job hash: its id field {record.id!r} is not "
-                                    f"the id of its key")
-    return job_id, claimed(record, worker, at_ms)
+    try:
+        return job_id, claimed_record(parts[2], parts[1:], worker, at_ms)
+    except PayloadError as exc:
+        return job_id, exc
 
 
 def _ms(seconds: float) -> int:
@@ -598,13 +606,12 @@ class Queue:
         With ``offer_ttl_ms``, a claim that leaves the queue empty also offers, for that long,
         to take the next job directly (see ``offer_call``)."""
         k = self.keys
-        args = [k.job_prefix, n, worker, lease_ms, n if run_now is None else run_now]
+        keys = [k.state("queued"), k.state("started")]
+        args: list[Any] = [k.job_prefix, n, worker, lease_ms, n if run_now is None else run_now]
         if offer_ttl_ms:
-            return Call(scripts.CLAIM_SCRIPT, [k.state("queued"), k.state("started"), k.idle],
-                        [*args, offer_ttl_ms, _offer_member(worker, lease_ms)],
-                        parse=_claim_reply)
-        return Call(scripts.CLAIM_SCRIPT, [k.state("queued"), k.state("started")], args,
-                    parse=_claim_reply)
+            keys.append(k.idle)
+            args += (offer_ttl_ms, _offer_member(worker, lease_ms))
+        return Call(scripts.CLAIM_SCRIPT, keys, args, parse=_claim_reply)
 
     def offer_call(self, worker: str, lease_ms: int, ttl_ms: int) -> Call:
         """Offer, for ``ttl_ms``, to take this queue's next job directly: an enqueue onto the

@@ -47,7 +47,7 @@ from .errors import JobTimeout, PayloadError, RedisQError, UnknownFunction
 from .executors import Executor
 from .job import JobRecord
 from .ops import Batch, Call, Cmd, one
-from .queue import Queue, claimed, handoff_record
+from .queue import Queue, claimed_record, handoff_record
 from .registry import Registered, Registry
 from .registry import registry as default_registry
 from .retry import class_path, retry_delay
@@ -467,12 +467,7 @@ class Worker:
             n -= len(replies)
             for job_id, fields in replies:
                 try:
-                    rec = JobRecord.from_hash(fields)
-                    if rec.id.encode() != job_id:
-                        # Outcomes are written by rec.id: they would miss this job.
-                        raise PayloadError(f"malformed job hash: its id field {rec.id!r} is "
-                                           f"not the id of its key")
-                    out.append((queue, claimed(rec, self.name, at_ms)))
+                    out.append((queue, claimed_record(job_id, fields, self.name, at_ms)))
                 except PayloadError as exc:
                     self._reject(queue, job_id.decode(errors="replace"), exc)
         return out
@@ -504,8 +499,7 @@ class Worker:
         if isinstance(rec, PayloadError):
             self._reject(queue, job_id, rec)
             return
-        if (self._stopping.is_set() or self._suspended
-                or self._slots + len(self._ready) >= self.options.concurrency):
+        if not self._takes_more():
             self._send(queue, queue.release_call(job_id, self.name))
             return
         self._claimed += 1
@@ -513,11 +507,16 @@ class Worker:
         self._ready.append((queue, rec))
         self._start_ready()
 
+    def _takes_more(self) -> bool:
+        """Whether a job handed over now could start: a slot is free (no prefetched job
+        waits for it), and the worker is neither stopping nor suspended."""
+        return (not self._stopping.is_set() and not self._suspended
+                and self._slots + len(self._ready) < self.options.concurrency)
+
     def _offers_due(self) -> list[Queue]:
         """Queues to offer on again with the next write: those whose offer a hand-off took,
         once a slot is free, unless the queue is known to hold jobs (a claim offers then)."""
-        if (not self._reoffer or self._stopping.is_set() or self._suspended
-                or self._slots + len(self._ready) >= self.options.concurrency):
+        if not self._reoffer or not self._takes_more():
             return []
         due = [n for n in self._reoffer if not self._maybe[n]]
         self._reoffer.difference_update(due)
@@ -1133,7 +1132,7 @@ class Worker:
                 # Subscribed: anything enqueued from now on is announced, so claim everything.
                 for name in by_channel.values():
                     self._mark(name)
-                self._listening.add(id(queues[0].connection))
+                self._listening.add(cid)
                 if len(self._listening) == len(self._deployments):
                     self._pubsub_ready.set()
                 backoff = 0.1
