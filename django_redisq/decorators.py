@@ -15,6 +15,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
 from django.db import transaction
 
+from . import conf
 from .engine.job import Job
 from .engine.limits import KeySpec, Limits, make_limits
 from .engine.queue import Prepared
@@ -39,6 +40,11 @@ class JobFunction(Generic[P, R]):
         self.options = options
         self.is_async = inspect.iscoroutinefunction(func)
         self.signature = inspect.signature(func)
+        #: Names of the positional parameters, for errors that name an argument.
+        self._positional = [
+            p.name for p in self.signature.parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
         #: Concurrency and rate limits, enforced by workers (``None``: none).
         self.limits = limits
         functools.update_wrapper(cast(Any, self), func)
@@ -85,14 +91,8 @@ class JobFunction(Generic[P, R]):
             self.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"{self.name}(): {exc}") from None
-        from .conf import get_queue  # settings are read at enqueue time, not at import
-
         opts = self.options
-        queue = get_queue(self.queue_name)
-        positional = [
-            p.name for p in self.signature.parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
+        queue = conf.get_queue(self.queue_name)  # settings are read at enqueue time
         try:
             return queue.prepare(
                 self.name, args, kwargs,
@@ -100,28 +100,12 @@ class JobFunction(Generic[P, R]):
                 priority=opts.get("priority") or 0, timeout=opts.get("timeout"),
                 retry=opts.get("retry"), result_ttl=opts.get("result_ttl"),
                 failure_ttl=opts.get("failure_ttl"), meta=opts.get("meta"),
-                arg_names=positional, depends_on=opts.get("depends_on"),
+                arg_names=self._positional, depends_on=opts.get("depends_on"),
                 run_anyway=bool(opts.get("run_anyway")), outbox=outbox,
                 limits=self.limits,
             )
         except TypeError as exc:
             raise TypeError(f"{self.name}(): {exc}") from None
-
-    def _defer_to_commit(self) -> bool:
-        on_commit = self.options.get("on_commit")
-        if on_commit is None:
-            from .conf import redisq_settings
-
-            on_commit = redisq_settings().enqueue_on_commit
-        return bool(on_commit) and transaction.get_connection().in_atomic_block
-
-    def _use_outbox(self) -> bool:
-        """An outbox queue, inside a transaction, unless ``.using(on_commit=False)``."""
-        from .conf import uses_outbox
-
-        return (self.options.get("on_commit") is not False
-                and transaction.get_connection().in_atomic_block
-                and uses_outbox(self.queue_name))
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """Enqueue a call. Inside ``transaction.atomic()`` (with ``ENQUEUE_ON_COMMIT``) the job
@@ -131,13 +115,17 @@ class JobFunction(Generic[P, R]):
         cannot lose it."""
         if self._eager():
             return self._run_eager(self.prepare(*args, **kwargs))
-        if self._use_outbox():
+        # ``.using(on_commit=False)`` sends at once, even inside a transaction.
+        on_commit = self.options.get("on_commit")
+        in_atomic = on_commit is not False and transaction.get_connection().in_atomic_block
+        if in_atomic and conf.uses_outbox(self.queue_name):
             from . import outbox
 
             token = outbox.new_token()
             return outbox.enqueue(self._prepare(args, kwargs, outbox=token), token, self.name)
-        prepared = self.prepare(*args, **kwargs)
-        if self._defer_to_commit():
+        prepared = self._prepare(args, kwargs)
+        if in_atomic and (conf.redisq_settings().enqueue_on_commit if on_commit is None
+                          else on_commit):
             transaction.on_commit(prepared.send)
             return Job(prepared.queue, prepared.id)
         return prepared.send()
@@ -157,9 +145,7 @@ class JobFunction(Generic[P, R]):
 
     # -- eager mode (REDISQ["MODE"] = "eager") ------------------------------------------------
     def _eager(self) -> bool:
-        from .conf import redisq_settings
-
-        return redisq_settings().mode == "eager"
+        return conf.redisq_settings().mode == "eager"
 
     def _run_eager(self, prepared: Prepared) -> Job[R]:
         from .testing import run_eager

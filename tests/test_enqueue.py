@@ -7,6 +7,7 @@ import datetime as dt
 import subprocess
 import sys
 import threading
+import uuid
 
 import pytest
 from django.core.management import call_command
@@ -31,6 +32,15 @@ def test_delay_returns_a_queued_handle(r):
     rec = j.refresh().record
     assert (rec.func, rec.queue, rec.attempts) == ("tests.jobs.add", "default", 0)
     assert rec.call() == ([1, 2], {})
+
+
+def test_generated_job_ids_are_distinct_version_4_uuids(r):
+    # Projects store job ids in UUID columns: the id must parse as one.
+    ids = [jobs.add.delay(1, 2).id for _ in range(50)]
+    assert len(set(ids)) == 50
+    for job_id in ids:
+        parsed = uuid.UUID(job_id)
+        assert (parsed.hex, parsed.version, parsed.variant) == (job_id, 4, uuid.RFC_4122)
 
 
 def test_async_job_goes_to_its_queue(r):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -57,6 +57,13 @@ def _limit_text(value: bytes | str | None) -> str | None:
 
 #: Hash fields kept as bytes (the serializer's data); every other field is text.
 _BINARY = frozenset({"payload", "result"})
+#: Fields most jobs do not have: ``from_hash`` reads them only when one is present. A field
+#: that ``from_hash`` decodes and that is not in its common set must be listed here.
+_OCCASIONAL = frozenset({
+    "priority", "retry", "scheduled_for", "deaths", "error", "errors", "cancel", "meta",
+    "progress", "progress_msg", "trace", "limit_key", "max_concurrency", "rate_n", "rate_ms",
+    "rate_burst", "limit_wait",
+})
 
 
 def _json_field(h: Mapping[str, Any], name: str, kind: type) -> Any:
@@ -139,14 +146,18 @@ class JobRecord:
 
         Raises ``PayloadError`` for anything malformed, so a worker can fail the job cleanly.
         """
+        pairs: Any
         if isinstance(data, list):
-            pairs = iter(data)
-            data = dict(zip(pairs, pairs))
+            it = iter(data)
+            pairs = zip(it, it)
+        else:
+            pairs = data.items()
         try:
             # A worker decodes one of these per job: every present field is decoded once
-            # (payload and result stay bytes), absent ones cost a dict lookup.
+            # (payload and result stay bytes), absent ones cost a dict lookup, and the
+            # fields most jobs lack are looked at only when one is there.
             h: dict[str, Any] = {}
-            for k, v in data.items():
+            for k, v in pairs:
                 key = k.decode() if isinstance(k, bytes) else k
                 h[key] = (v.decode(errors="replace") if isinstance(v, bytes) and key not in _BINARY
                           else v)
@@ -171,58 +182,62 @@ class JobRecord:
                 # nan or inf would reach the event loop's timer heap.
                 raise PayloadError(f"malformed job hash: timeout {timeout_text!r} is not a "
                                    f"positive number of seconds")
-            retry = _json_field(h, "retry", dict)
-            error = _json_field(h, "error", dict)
-            errors = _json_field(h, "errors", list)
-            if error is not None and "traceback" not in error and errors:
-                # A worker stores the last error's traceback once, in ``errors``.
-                last = errors[-1]
-                if isinstance(last, dict) and last.get("attempt") == error.get("attempt"):
-                    error = {**error, "traceback": last.get("traceback")}
-            meta = _json_field(h, "meta", dict)
-            progress = get("progress")
-            trace = _json_field(h, "trace", dict)
-            rate_n = _limit_int(get("rate_n"))
             payload = get("payload") or b""
-            return cls(
+            record = cls(
                 id=job_id,
                 queue=queue,
                 func=func,
                 status=status,
                 payload=payload if isinstance(payload, bytes) else payload.encode(),
                 serializer=get("ser") or "json",
-                priority=num("priority") or 0,
                 timeout=timeout,
-                retry=retry,
                 result_ttl=num("result_ttl") or 0,
                 failure_ttl=num("failure_ttl") or 0,
                 enqueued_at=num("enqueued_at", None),
-                scheduled_for=num("scheduled_for", None),
                 started_at=num("started_at", None),
                 ended_at=num("ended_at", None),
                 attempts=num("attempts") or 0,
-                deaths=num("deaths") or 0,
                 worker=get("worker") or None,
                 result=get("result"),
-                error=error,
-                errors=errors or [],
-                cancel_requested=bool(get("cancel")),
-                meta=meta or {},
-                progress=float(progress) if progress else None,
-                progress_message=get("progress_msg") or None,
-                trace=trace,
                 version=version,
-                limit_key=get("limit_key"),
-                max_concurrency=_limit_int(get("max_concurrency")),
-                rate=(rate_n, _limit_int(get("rate_ms")) or 1000,
-                      _limit_int(get("rate_burst")) or 1) if rate_n else None,
-                limit_wait=get("limit_wait") == "1",
             )
+            if not h.keys().isdisjoint(_OCCASIONAL):
+                record._read_occasional(h, num)
+            return record
         except PayloadError:
             raise
         except Exception as exc:  # anything a hostile hash provokes (OverflowError for
             # '1e400', RecursionError for deep JSON, ...) is a malformed job, not a crash
             raise PayloadError(f"malformed job hash: {type(exc).__name__}: {exc}") from exc
+
+    def _read_occasional(self, h: dict[str, Any], num: Callable[..., int | None]) -> None:
+        """The fields of ``_OCCASIONAL`` (``from_hash``; its errors are its caller's)."""
+        get = h.get
+        error = _json_field(h, "error", dict)
+        errors = _json_field(h, "errors", list)
+        if error is not None and "traceback" not in error and errors:
+            # A worker stores the last error's traceback once, in ``errors``.
+            last = errors[-1]
+            if isinstance(last, dict) and last.get("attempt") == error.get("attempt"):
+                error = {**error, "traceback": last.get("traceback")}
+        progress = get("progress")
+        rate_n = _limit_int(get("rate_n"))
+        self.priority = num("priority") or 0
+        self.retry = _json_field(h, "retry", dict)
+        self.scheduled_for = num("scheduled_for", None)
+        self.deaths = num("deaths") or 0
+        self.error = error
+        self.errors = errors or []
+        self.cancel_requested = bool(get("cancel"))
+        self.meta = _json_field(h, "meta", dict) or {}
+        self.progress = float(progress) if progress else None
+        self.progress_message = get("progress_msg") or None
+        self.trace = _json_field(h, "trace", dict)
+        self.limit_key = get("limit_key")
+        self.max_concurrency = _limit_int(get("max_concurrency"))
+        self.rate = ((rate_n, _limit_int(get("rate_ms")) or 1000,
+                      _limit_int(get("rate_burst")) or 1) if rate_n else None)
+        self.limit_wait = get("limit_wait") == "1"
 
     @classmethod
     def decode_many(cls, hashes: list[Any]) -> list[JobRecord]:

@@ -19,12 +19,16 @@ class Serializer(Protocol):
     def loads(self, data: bytes) -> Any: ...
 
 
+# allow_nan=False: NaN is not JSON and other consumers (admin, other languages) reject it.
+# One encoder for every call: ``json.dumps`` with options builds a new one each time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 class JSONSerializer:
     name = "json"
 
     def dumps(self, obj: Any) -> bytes:
-        # allow_nan=False: NaN is not JSON and other consumers (admin, other languages) reject it.
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        return _ENCODER.encode(obj).encode()
 
     def loads(self, data: bytes) -> Any:
         return json.loads(data)
