@@ -12,7 +12,7 @@ import uuid
 import pytest
 from django.core.management import call_command
 
-from django_redisq import Job, QueueNotFound, get_queue, job
+from django_redisq import Job, JobRecord, QueueNotFound, get_queue, job
 from django_redisq.engine.errors import JobCanceled, JobFailed, JobNotFound
 from tests import jobs
 from tests.conftest import wait_for
@@ -240,3 +240,33 @@ def test_get_reads_a_job_whose_result_is_not_kept(r):
     waiter.join(20)
     assert results == [42]
     assert j.status is None  # gone: nothing kept
+
+
+_BASIC = [b"v", b"1", b"id", b"j1", b"queue", b"default", b"func", b"tests.jobs.add",
+          b"status", b"failed", b"payload", b"[[],{}]"]
+
+
+@pytest.mark.parametrize("field, value, attribute, expected", [
+    (b"priority", b"7", "priority", 7),
+    (b"retry", b'{"max":3}', "retry", {"max": 3}),
+    (b"scheduled_for", b"1000", "scheduled_for", 1000),
+    (b"deaths", b"2", "deaths", 2),
+    (b"error", b'{"type":"E","message":"m"}', "error", {"type": "E", "message": "m"}),
+    (b"errors", b'[{"attempt":1}]', "errors", [{"attempt": 1}]),
+    (b"cancel", b"1", "cancel_requested", True),
+    (b"meta", b'{"k":1}', "meta", {"k": 1}),
+    (b"progress", b"0.5", "progress", 0.5),
+    (b"progress_msg", b"half", "progress_message", "half"),
+    (b"trace", b'{"traceparent":"x"}', "trace", {"traceparent": "x"}),
+    (b"limit_key", b"user:1", "limit_key", "user:1"),
+    (b"max_concurrency", b"2", "max_concurrency", 2),
+    (b"rate_n", b"10", "rate", (10, 1000, 1)),
+    (b"limit_wait", b"1", "limit_wait", True),
+])
+def test_a_record_reads_a_field_few_jobs_have_when_it_is_the_only_one(field, value, attribute,
+                                                                     expected):
+    # The decoder skips these fields for jobs that have none of them: each one alone must
+    # still reach the record (what the admin, retries and limits read).
+    record = JobRecord.from_hash([*_BASIC, field, value])
+    assert getattr(record, attribute) == expected
+    assert getattr(JobRecord.from_hash(list(_BASIC)), attribute) != expected
