@@ -32,8 +32,9 @@ class _ThreadJob:
 
 
 class Executor:
-    """Runs job bodies. ``on_thread_done`` is told when a sync job's thread really ends, which,
-    after a timeout, can be later than the job's own end: the slot stays taken until then.
+    """Runs job bodies. ``on_thread_done`` is told, on the loop, when a sync job's thread
+    really ends, which, after a timeout, can be later than the job's own end: the slot stays
+    taken until then.
 
     Sync jobs run on ``threads`` long-lived threads fed from one deque. The cost per job is
     what a fast job pays: an idle thread is woken only when no thread is already awake to

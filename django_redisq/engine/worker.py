@@ -669,7 +669,9 @@ class Worker:
         loop = asyncio.get_running_loop()
 
         def thread_done() -> None:
-            loop.call_soon_threadsafe(self._release_slot)
+            # Called on the loop (the executor delivers there), after the job's result:
+            # the slot is released once the job's own step has run.
+            loop.call_soon(self._release_slot)
 
         return await self._executor.run_sync(
             lambda: self.hooks.run_sync(rec, lambda: entry.func(*args, **kwargs)),
