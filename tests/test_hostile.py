@@ -189,13 +189,14 @@ def test_malformed_hashes_never_crash_the_worker_or_stick(fresh, overrides, drop
 
 
 @CASES
-@given(ttl_field=st.sampled_from(["result_ttl", "failure_ttl", "priority", "timeout"]),
+@given(ttl_field=st.sampled_from(["result_ttl", "failure_ttl", "priority", "timeout",
+                                  "attempts"]),
        value=NUMBERISH | JUNK,
        func=st.sampled_from(["tests.jobs.add", "tests.jobs.fail", "tests.jobs.missing"]))
 def test_garbage_numbers_never_fail_a_script_half_way(fresh, ttl_field, value, func):
-    """TTLs, priorities and timeouts that are not numbers, or are fractions, 'inf', 'nan',
-    '1e400' or huge: every script still runs to its end (Redis would keep a failed script's
-    earlier writes and the job would be in no registry)."""
+    """TTLs, priorities, timeouts and attempt counts that are not numbers, or are fractions,
+    'inf', 'nan', '1e400' or huge: every script still runs to its end (Redis would keep a
+    failed script's earlier writes and the job would be in no registry)."""
     r = fresh()
     inject(r, "bad", base_hash("bad", func=func, **{ttl_field: value}))
     # The same hash recovered from a dead worker, and promoted from the schedule.

@@ -12,6 +12,7 @@ script cache) loads them again and retries (see ``ScriptRunner``).
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 # Shared helpers, prepended to every script.
@@ -79,6 +80,39 @@ local function safe_ttl(ttl)
   return math.floor(n)
 end
 
+-- A script that handles many jobs in one call (CLAIM, FINISH) turns ZADDS on: zadd() then
+-- collects its additions and zadd_flush() makes them with one ZADD per key, at the end. Each
+-- redis.call costs more than the work of adding one member, so this saves about one call per
+-- job. Elsewhere zadd() writes at once.
+local ZADDS = {on = false, keys = {}, args = {}}
+
+local function zadd(key, score, member)
+  if not ZADDS.on then
+    redis.call('ZADD', key, score, member)
+    return
+  end
+  local a = ZADDS.args[key]
+  if not a then
+    a = {}
+    ZADDS.args[key] = a
+    ZADDS.keys[#ZADDS.keys + 1] = key
+  end
+  a[#a + 1] = score
+  a[#a + 1] = member
+end
+
+-- Calls ``cmd key <items>`` for a list of items, in chunks that unpack() can take.
+local function call_chunked(cmd, key, items)
+  for i = 1, #items, 1000 do
+    redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+  end
+end
+
+local function zadd_flush()
+  for _, key in ipairs(ZADDS.keys) do call_chunked('ZADD', key, ZADDS.args[key]) end
+  ZADDS.keys, ZADDS.args = {}, {}
+end
+
 -- Move a job hash into a terminal state: registry scored by expiry, hash expiring with it.
 -- Extra field/value pairs are written in the same HSET. Expired ids leave the registries in
 -- MAINTAIN, not here on every job.
@@ -105,12 +139,12 @@ local function terminate(key, registry, id, status, now, ttl, waited, done_prefi
   end
   if ttl < 0 then
     redis.call('PERSIST', key)
-    redis.call('ZADD', registry, '+inf', id)
+    zadd(registry, '+inf', id)
   elseif ttl == 0 then
     redis.call('DEL', key)
   else
     redis.call('PEXPIRE', key, ttl)
-    redis.call('ZADD', registry, now + ttl, id)
+    zadd(registry, now + ttl, id)
   end
 end
 
@@ -422,6 +456,7 @@ local now = now_ms()
 local deadline = now + tonumber(ARGV[4])
 local out = {}
 local run_now = tonumber(ARGV[5]) or 0
+ZADDS.on = true
 while #popped > 0 do
   for i = 1, #popped, 2 do
     local id = popped[i]
@@ -432,21 +467,29 @@ while #popped > 0 do
         and admit(ARGV[1], key, id, popped[i + 1], now, deadline, h) then
       local pf = '0'
       if #out >= run_now then pf = '1' end
-      redis.call('HSET', key, 'status', 'started', 'started_at', now, 'worker', ARGV[3], 'pf', pf)
-      if type(redis.pcall('HINCRBY', key, 'attempts', 1)) == 'table' then
-        -- Not an integer: counted as 0, in Redis and in the copy returned (the caller adds 1).
-        local n = bump(key, 'attempts', 1)
-        for j = 1, #h, 2 do
-          if h[j] == 'attempts' then h[j + 1] = tostring(n - 1) end
+      -- attempts + 1, from the hash as read (no HINCRBY: one call less per job). Not an
+      -- integer: counted as 0, in Redis and in the copy returned (the caller adds 1).
+      local attempts = 0
+      for j = 1, #h, 2 do
+        if h[j] == 'attempts' then
+          attempts = tonumber(h[j + 1])
+          if not attempts or attempts ~= math.floor(attempts) or math.abs(attempts) > 2^52 then
+            attempts = 0
+            h[j + 1] = '0'
+          end
+          break
         end
       end
-      redis.call('ZADD', KEYS[2], deadline, id)
+      redis.call('HSET', key, 'status', 'started', 'started_at', now, 'worker', ARGV[3], 'pf', pf,
+                 'attempts', attempts + 1)
+      zadd(KEYS[2], deadline, id)
       out[#out + 1] = {id, h}
     end
   end
   if #out >= want or parked_enough(KEYS[1], ARGV[1]) then break end
   popped = redis.call('ZPOPMIN', KEYS[1], want - #out)
 end
+zadd_flush()
 if KEYS[3] and #out < want then offer(KEYS[1], KEYS[3], tonumber(ARGV[6]), ARGV[7], now) end
 return {now, out}
 """
@@ -466,6 +509,8 @@ local now = now_ms()
 local codes = {}
 local last = #ARGV
 if KEYS[7] then last = last - 2 end
+local ended = {}  -- leave 'started' with one ZREM at the end
+ZADDS.on = true
 for i = 6, last, 2 do
   local id = ARGV[i]
   local key = ARGV[3] .. id
@@ -478,7 +523,7 @@ for i = 6, last, 2 do
     if f[2] ~= worker then
       code = -1
     else
-      redis.call('ZREM', KEYS[1], id)
+      ended[#ended + 1] = id
       if f[6] and f[7] then limit_release(ARGV[3], id, f[6], f[7]) end
     end
   elseif st == 'queued' then
@@ -495,6 +540,8 @@ for i = 6, last, 2 do
   end
   codes[#codes + 1] = code
 end
+call_chunked('ZREM', KEYS[1], ended)
+zadd_flush()
 if KEYS[7] then
   codes[#codes + 1] = offer(KEYS[2], KEYS[7], tonumber(ARGV[last + 1]), ARGV[last + 2], now)
 end
@@ -808,8 +855,48 @@ class Script:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
+def _helpers(prelude: str) -> list[tuple[str, str]]:
+    """The prelude's top-level definitions, in order, each with the comment above it."""
+    chunks: list[list[str]] = []
+    for line in prelude.strip("\n").split("\n"):
+        starts = line.startswith(("--", "local "))
+        if starts and not (chunks and chunks[-1][-1].startswith("--")):
+            chunks.append([])
+        chunks[-1].append(line)
+    out = []
+    for chunk in chunks:
+        text = "\n".join(chunk)
+        m = re.search(r"^local (?:function )?(\w+)", text, re.M)
+        if m is None:  # pragma: no cover - the prelude holds only definitions
+            raise ValueError(f"the Lua prelude holds something that is no definition: {text!r}")
+        out.append((m.group(1), text))
+    return out
+
+
+_HELPERS = _helpers(_PRELUDE)
+
+
+def _with_helpers(body: str) -> str:
+    """``body`` preceded by the prelude helpers it uses, directly or through another helper.
+
+    A script runs its whole text on every call, so each helper it carries is a closure built
+    and collected again per call: ENQUEUE with the whole prelude cost about 5 us more of Redis
+    time per call (one by one, 29 -> 24 us) than with the five helpers it uses."""
+    used: set[str] = set()
+    text = body
+    while True:
+        code = re.sub(r"--[^\n]*", "", text)  # a name in a comment is no use
+        new = {name for name, _ in _HELPERS
+               if name not in used and re.search(rf"\b{name}\b", code)}
+        if not new:
+            break
+        used |= new
+        text = "\n".join(src for name, src in _HELPERS if name in new)
+    return "".join(src + "\n" for name, src in _HELPERS if name in used) + body
+
+
 def _script(name: str, body: str) -> Script:
-    return Script(name, _PRELUDE + body)
+    return Script(name, _with_helpers(body))
 
 
 # A job enqueued onto an empty queue goes straight to a worker that offered to take one (see
