@@ -204,3 +204,28 @@ def test_a_malformed_job_handed_over_fails_with_its_reason(r, redis_server):
 
     run_alongside(worker, scenario)
     assert "schema version 99" in r.hget(q.keys.job(bad_id), "error").decode()
+
+
+def test_a_bulk_enqueue_for_an_idle_worker_hands_over_the_first_and_queues_the_rest(
+        r, redis_server):
+    """``enqueue_many`` onto an empty queue: the first job goes to the idle worker, the rest
+    are queued behind it and wake it; every job runs once, in the order given."""
+    ran: list[int] = []
+    registry = Registry()
+    registry.register(ran.append, "record")
+    q = _queue(redis_server.url)
+    worker = Worker([q], options=WorkerOptions(concurrency=1, name="w1"), registry=registry)
+
+    def scenario() -> None:
+        try:
+            wait_for(lambda: offers(r) == ["30000|w1"], message="the idle worker made no offer")
+            batch = q.enqueue_many([("record", [i], {}) for i in range(150)])  # two calls
+            for job in batch:
+                job.get(timeout=10)
+            first = batch[0].refresh().record
+            assert (first.worker, first.started_at) == ("w1", first.enqueued_at)  # handed over
+        finally:
+            worker.stop()
+
+    run_alongside(worker, scenario)
+    assert ran == list(range(150))

@@ -78,3 +78,16 @@ def test_send_many_mixes_cron_ticks_with_plain_jobs_in_order(r):
     assert [q.job(p.id).status for p in (plain1, tick, plain2)] == ["queued"] * 3
     assert q.job(tick_again.id).status is None  # the same tick: not enqueued twice
     assert q.job_ids("queued", 0, 10) == [plain1.id, tick.id, plain2.id]
+
+
+def test_a_bulk_enqueue_orders_by_priority_then_first_come_with_single_enqueues_around(r):
+    """Jobs of one ``send_many`` take their places in the queue as if sent one by one: by
+    priority, then in order, before and after jobs enqueued singly."""
+    q = get_queue("default")
+    before = q.enqueue("tests.jobs.add", [0, 0])
+    low, high, low2 = (q.prepare("tests.jobs.add", [1, 1]),
+                       q.prepare("tests.jobs.add", [2, 2], priority=10),
+                       q.prepare("tests.jobs.add", [3, 3]))
+    q.send_many([low, high, low2])
+    after = q.enqueue("tests.jobs.add", [4, 4])
+    assert q.job_ids("queued", 0, 10) == [high.id, before.id, low.id, low2.id, after.id]

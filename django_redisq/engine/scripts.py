@@ -34,6 +34,45 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- A script that handles many jobs in one call (CLAIM, FINISH, ENQUEUE_MANY) turns ZADDS on:
+-- zadd() then collects its additions and zadd_flush() makes them with one ZADD per key, at
+-- the end. Each redis.call costs more than the work of adding one member, so this saves about
+-- one call per job. Elsewhere zadd() writes at once. Only additions that nothing reads later
+-- in the same call are made through zadd().
+local ZADDS = {on = false, keys = {}, args = {}}
+
+local function zadd(key, score, member)
+  if not ZADDS.on then
+    redis.call('ZADD', key, score, member)
+    return
+  end
+  local a = ZADDS.args[key]
+  if not a then
+    a = {}
+    ZADDS.args[key] = a
+    ZADDS.keys[#ZADDS.keys + 1] = key
+  end
+  a[#a + 1] = score
+  a[#a + 1] = member
+end
+
+-- Calls ``cmd key <items>`` for a list of items, in chunks that unpack() can take.
+local function call_chunked(cmd, key, items)
+  for i = 1, #items, 1000 do
+    redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+  end
+end
+
+local function zadd_flush()
+  for _, key in ipairs(ZADDS.keys) do call_chunked('ZADD', key, ZADDS.args[key]) end
+  ZADDS.keys, ZADDS.args = {}, {}
+end
+
+-- ENQUEUE_MANY turns MANY on: its jobs share one TIME (``now``) and one INCRBY of the queue's
+-- sequence (``seq``: the last number taken), their ZADDs to the queue are made at the end
+-- (ZADDS), and once one of them is queued (``queued``) the queue is known not to be empty.
+local MANY = {on = false, now = nil, seq = 0, queued = false}
+
 -- Queued jobs are scored so that ZPOPMIN takes the highest priority first, FIFO within one
 -- priority: (100 - priority) * 2^44 + sequence. Priorities are clamped to [-100, 100].
 -- ``was_empty``: whether the queue was empty before this job, if the caller knows.
@@ -41,8 +80,14 @@ local function push_queued(queued, seq, channel, id, priority, was_empty)
   local p = tonumber(priority) or 0
   if p ~= p then p = 0 end  -- 'nan' from a corrupt hash: ZADD would refuse the score
   if p > 100 then p = 100 elseif p < -100 then p = -100 end
-  local n = redis.call('INCR', seq)
-  redis.call('ZADD', queued, (100 - p) * 17592186044416 + n, id)
+  if MANY.on then  -- was_empty is always given then
+    MANY.seq = MANY.seq + 1
+    zadd(queued, (100 - p) * 17592186044416 + MANY.seq, id)
+    MANY.queued = true
+  else
+    local n = redis.call('INCR', seq)
+    redis.call('ZADD', queued, (100 - p) * 17592186044416 + n, id)
+  end
   -- Wake idle workers only when the queue goes from empty to non-empty: a worker that finds
   -- a queue empty waits for this message, and busy workers are not flooded.
   if was_empty == nil then was_empty = redis.call('ZCARD', queued) == 1 end
@@ -78,39 +123,6 @@ local function safe_ttl(ttl)
   if n < 0 then return -1 end
   if n > 1e12 then return 1e12 end
   return math.floor(n)
-end
-
--- A script that handles many jobs in one call (CLAIM, FINISH) turns ZADDS on: zadd() then
--- collects its additions and zadd_flush() makes them with one ZADD per key, at the end. Each
--- redis.call costs more than the work of adding one member, so this saves about one call per
--- job. Elsewhere zadd() writes at once.
-local ZADDS = {on = false, keys = {}, args = {}}
-
-local function zadd(key, score, member)
-  if not ZADDS.on then
-    redis.call('ZADD', key, score, member)
-    return
-  end
-  local a = ZADDS.args[key]
-  if not a then
-    a = {}
-    ZADDS.args[key] = a
-    ZADDS.keys[#ZADDS.keys + 1] = key
-  end
-  a[#a + 1] = score
-  a[#a + 1] = member
-end
-
--- Calls ``cmd key <items>`` for a list of items, in chunks that unpack() can take.
-local function call_chunked(cmd, key, items)
-  for i = 1, #items, 1000 do
-    redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
-  end
-end
-
-local function zadd_flush()
-  for _, key in ipairs(ZADDS.keys) do call_chunked('ZADD', key, ZADDS.args[key]) end
-  ZADDS.keys, ZADDS.args = {}, {}
 end
 
 -- Move a job hash into a terminal state: registry scored by expiry, hash expiring with it.
@@ -368,7 +380,7 @@ if st then
   redis.call('ZREM', canceled, id)
   redis.call('DEL', KEYS[1], base .. ':done:' .. id)  -- with the old run's end token
 end
-local now = now_ms()
+local now = MANY.now or now_ms()
 local pending, failed_dep = 0, nil
 if ARGV[7] ~= '' then
   local deps = cjson.decode(ARGV[7])
@@ -391,7 +403,7 @@ elseif pending > 0 then status = 'deferred'
 elseif due > now then status = 'scheduled' end
 local worker, lease, was_empty = nil, 0, nil
 if status == 'queued' then
-  was_empty = redis.call('ZCARD', queued) == 0
+  was_empty = not MANY.queued and redis.call('ZCARD', queued) == 0
   if was_empty then worker, lease = hand_off(base, id, now, ARGV) end
 end
 if worker then
@@ -948,6 +960,9 @@ _ENQUEUE_FN = _HAND_OFF_FN + "local function enqueue(KEYS, ARGV)\n" + ENQUEUE + 
 # order. Bulk enqueues: one script call and one reply for many jobs, instead of one each.
 ENQUEUE_MANY = r"""
 local out, pos = {}, 1
+-- All jobs of one call belong to one queue: ARGV[3] is the first job's base.
+MANY.on, MANY.now, ZADDS.on = true, now_ms(), true
+MANY.seq = redis.call('INCRBY', ARGV[3] .. ':seq', #KEYS) - #KEYS
 for i = 1, #KEYS do
   local n = tonumber(ARGV[pos])
   local argv = {}
@@ -955,6 +970,7 @@ for i = 1, #KEYS do
   pos = pos + n + 1
   out[i] = enqueue({KEYS[i]}, argv)
 end
+zadd_flush()
 return out
 """
 
