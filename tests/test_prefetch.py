@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 
 from django_redisq.engine.connection import RedisConnection
@@ -178,3 +179,25 @@ def test_a_job_that_always_dies_prefetched_is_still_failed_as_poison(r, redis_se
         if n < 15:
             assert (rec.status, rec.deaths, rec.attempts) == ("queued", 0, 0)
     assert rec.status == "failed" and rec.error["type"] == "WorkerDied"
+
+
+def test_jobs_ending_one_at_a_time_are_refilled_in_batches(r, redis_server):
+    """Sync jobs end one at a time (each in its own thread). While prefetched jobs wait, the
+    worker tops its buffer up once half of it is used, so a steady stream of jobs costs about
+    one claim per half buffer, not one claim (and one round trip) per job. All still run once."""
+    ran: list[int] = []
+    registry = Registry()
+
+    def work(i: int) -> None:
+        time.sleep(0.005)
+        ran.append(i)
+
+    registry.register(work, "work")
+    q = _queue(redis_server.url)
+    q.enqueue_many([("work", [i], {}) for i in range(200)])
+    r.config_resetstat()
+    worker = Worker([q], options=WorkerOptions(concurrency=4, burst=True), registry=registry)
+    asyncio.run(worker.run())
+    assert sorted(ran) == list(range(200))
+    claims = r.info("commandstats")["cmdstat_zpopmin"]["calls"]
+    assert claims <= 120, f"{claims} claims for 200 jobs"

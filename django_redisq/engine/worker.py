@@ -392,13 +392,17 @@ class Worker:
         backoff = 0.1
         while not self._stopping.is_set():
             self._start_ready()
-            free = opts.concurrency + self._prefetch_now() - self._slots - len(self._ready)
+            prefetch = self._prefetch_now()
+            free = opts.concurrency + prefetch - self._slots - len(self._ready)
             if opts.max_jobs is not None:
                 left = opts.max_jobs - self._claimed
                 if left <= 0 and not self._ready:
                     return
                 free = min(free, left)
-            if free <= 0 or self._suspended:
+            # While prefetched jobs still wait, top the buffer up only once it is half empty:
+            # jobs that end one at a time (threads, staggered timers) would otherwise cost a
+            # claim round trip each.
+            if free <= 0 or self._suspended or (self._ready and free < max(1, prefetch // 2)):
                 # Not ``_wake``: a wake-up that arrives meanwhile is remembered in ``_maybe``,
                 # and waiting on a set event would spin without yielding to the loop. Resuming
                 # sets ``_slot_free``.
