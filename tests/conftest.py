@@ -149,15 +149,17 @@ def worker_proc() -> Iterator[type[WorkerProcess]]:
         w.close()
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.01, message: str = ""):  # type: ignore[no-untyped-def]
-    """Poll ``predicate`` until it returns a truthy value or the deadline passes."""
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.01, message=""):  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until it returns a truthy value or the deadline passes. ``message``
+    may be a callable, to describe the state at the deadline rather than at the call."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(message or f"condition not met within {timeout} s")
+            text = message() if callable(message) else message
+            raise AssertionError(text or f"condition not met within {timeout} s")
         time.sleep(interval)
 
 

@@ -91,8 +91,14 @@ def test_finished_jobs_expire_and_the_key_count_returns_to_its_start(r, settings
         start = level()
         for chunk in range(10):
             q.enqueue_many([("tests.jobs.add", [i, chunk], {}) for i in range(1000)])
+        def left() -> str:  # what a failure needs: where the jobs are, and the other keys
+            keys = sorted(k for k in r.keys() if not k.startswith(q.keys.job_prefix.encode()))
+            return (f"{level()} keys left (start {start}); jobs by state {q.counts()}; "
+                    f"worker: {worker.processed} done, {len(worker._ready)} prefetched, "
+                    f"{worker._slots} slots busy; other keys: {keys}")
+
         wait_for(lambda: level() == start and q.counts()["finished"] == 0, timeout=30,
-                 message=f"{level()} keys left (start {start}): {sorted(r.keys())}")
+                 message=left)
         assert r.info("stats")["expired_keys"] >= 10_000
     finally:
         worker.stop()
