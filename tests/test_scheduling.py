@@ -91,8 +91,9 @@ def test_finished_jobs_expire_and_the_key_count_returns_to_its_start(r, settings
         start = level()
         for chunk in range(10):
             q.enqueue_many([("tests.jobs.add", [i, chunk], {}) for i in range(1000)])
+
         def left() -> str:  # what a failure needs: where the jobs are, and the other keys
-            keys = sorted(k for k in r.keys() if not k.startswith(q.keys.job_prefix.encode()))
+            keys = sorted(k for k in r.keys("*") if not k.startswith(q.keys.job_prefix.encode()))
             return (f"{level()} keys left (start {start}); jobs by state {q.counts()}; "
                     f"worker: {worker.processed} done, {len(worker._ready)} prefetched, "
                     f"{worker._slots} slots busy; other keys: {keys}")
