@@ -95,6 +95,17 @@ def test_a_lapsed_offer_is_not_taken(r, redis_server):
     assert r.exists(IDLE % "default") == 0
 
 
+def test_a_shorter_offer_does_not_cut_a_longer_one_short(r, redis_server):
+    """Workers with different heartbeats make offers of different lengths; the offer set
+    lives as long as its longest offer, whichever order they came in."""
+    q = _queue(redis_server.url)
+    for first, second in ((60000, 5000), (5000, 60000)):
+        r.delete(IDLE % "default")
+        assert q.run(one(q.offer_call("long" if first > second else "short", 30000, first)))
+        assert q.run(one(q.offer_call("short" if first > second else "long", 30000, second)))
+        assert 5000 < r.pttl(IDLE % "default") <= 60000, (first, second)
+
+
 def test_the_offer_of_a_killed_worker_is_skipped(r, redis_server, worker_proc):
     """A worker SIGKILLed while idle leaves its offer behind; Redis sees its connections
     close, so the next enqueue finds no receiver and queues the job for the others."""

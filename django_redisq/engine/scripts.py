@@ -100,8 +100,10 @@ end
 local function offer(queued, idle, ttl_ms, member, now)
   if redis.call('ZCARD', queued) > 0 then return 0 end
   redis.call('ZADD', idle, now + ttl_ms, member)
-  -- Every offer lapses within ttl_ms of the latest one: the set goes with the last to lapse.
-  redis.call('PEXPIRE', idle, ttl_ms)
+  -- The set goes with the last offer to lapse. Only lengthen its TTL: workers with a shorter
+  -- heartbeat make shorter offers, which must not cut the others short (a fresh set has
+  -- none: PTTL -1).
+  if redis.call('PTTL', idle) < ttl_ms then redis.call('PEXPIRE', idle, ttl_ms) end
   return 1
 end
 
