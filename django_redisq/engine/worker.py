@@ -73,6 +73,14 @@ TRIM_BEATS = 12
 #: Seconds of work a worker claims ahead of its free slots, at its jobs' recent run time: a
 #: prefetched job waits about this long at most, while other workers may be idle.
 PREFETCH_WINDOW = 0.05
+#: Most jobs claimed ahead of free slots, per slot, unless ``prefetch`` says otherwise; the
+#: window above decides below that. Short jobs need room for whole batches: each claim and
+#: each outcome flush costs the worker about as much as several no-op jobs, so claims of up
+#: to 40 jobs at concurrency 10 drain no-op async jobs 21-37% faster than claims of 10.
+PREFETCH_PER_SLOT = 3
+#: Most jobs one claim takes by default, unless the concurrency is higher: a claim script runs
+#: about 20 us per job in Redis, which serves no one else meanwhile.
+CLAIM_BATCH = 50
 
 
 @dataclass
@@ -96,10 +104,11 @@ class WorkerOptions:
     scheduler: bool = True
     #: Process-mode child: a sync job past its timeout takes the process down with it.
     exit_on_sync_timeout: bool = False
-    #: Most jobs claimed in one call (defaults to the concurrency).
+    #: Most jobs claimed in one call (``None``: CLAIM_BATCH, or the concurrency if higher; a
+    #: claim takes no more than the free slots and the prefetch buffer have room for).
     batch: int | None = None
     #: Most jobs claimed ahead of free slots, so that a slot that frees starts the next job
-    #: without a round trip (``None``: as many as the concurrency; 0: never). The buffer
+    #: without a round trip (``None``: PREFETCH_PER_SLOT x the concurrency; 0: never). The buffer
     #: adapts to the jobs' run time: only as many as the slots finish within
     #: ``PREFETCH_WINDOW`` at the recent pace, so a worker busy with long jobs holds none back
     #: from idle workers. Prefetched jobs hold leases and are put back on shutdown or
@@ -239,8 +248,9 @@ class Worker:
         #: since the last flush: the flush clears the mark of those still running.
         self._prefetched: set[tuple[str, str]] = set()
         self._pf_started: list[tuple[Queue, str]] = []
-        self._prefetch = (self.options.concurrency if self.options.prefetch is None
-                          else max(0, self.options.prefetch))
+        self._prefetch = (self.options.concurrency * PREFETCH_PER_SLOT
+                          if self.options.prefetch is None else max(0, self.options.prefetch))
+        self._batch = self.options.batch or max(self.options.concurrency, CLAIM_BATCH)
         #: Moving average of job run times (seconds); None until a job has run.
         self._avg_run: float | None = None
         self._slots = 0
@@ -411,7 +421,7 @@ class Worker:
                 continue
             self._wake.clear()
             try:
-                claimed = await self._claim(min(free, opts.batch or opts.concurrency))
+                claimed = await self._claim(min(free, self._batch))
                 backoff = 0.1
             except (redis.RedisError, OSError) as exc:
                 backoff = await self._backoff("claiming jobs", exc, backoff, self._stopping)
