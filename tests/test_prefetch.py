@@ -201,3 +201,24 @@ def test_jobs_ending_one_at_a_time_are_refilled_in_batches(r, redis_server):
     assert sorted(ran) == list(range(200))
     claims = r.info("commandstats")["cmdstat_zpopmin"]["calls"]
     assert claims <= 120, f"{claims} claims for 200 jobs"
+
+
+def test_a_deep_queue_of_short_jobs_is_claimed_in_batches_bigger_than_the_slots(r, redis_server):
+    """Once the worker knows its jobs are short, one claim fills the free slots and the
+    prefetch buffer (up to 3 jobs per slot): 600 no-op jobs at concurrency 10 take a few
+    dozen claims at most, not one per 10 jobs. All still run once."""
+    ran: list[int] = []
+    registry = Registry()
+
+    async def work(i: int) -> None:
+        ran.append(i)
+
+    registry.register(work, "work")
+    q = _queue(redis_server.url)
+    q.enqueue_many([("work", [i], {}) for i in range(600)])
+    r.config_resetstat()
+    worker = Worker([q], options=WorkerOptions(concurrency=10, burst=True), registry=registry)
+    asyncio.run(worker.run())
+    assert sorted(ran) == list(range(600))
+    claims = r.info("commandstats")["cmdstat_zpopmin"]["calls"]
+    assert claims <= 40, f"{claims} claims for 600 jobs"
