@@ -12,6 +12,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from django_redisq.engine.connection import RedisConnection
 from django_redisq.engine.ops import one
@@ -181,25 +182,33 @@ def test_a_job_that_always_dies_prefetched_is_still_failed_as_poison(r, redis_se
     assert rec.status == "failed" and rec.error["type"] == "WorkerDied"
 
 
+def _claims_to_run(r: Any, url: str, work: Callable[[int], object], ran: list[int], n: int,
+                   concurrency: int) -> int:
+    """Run ``n`` jobs of ``work`` (which appends its argument to ``ran``) in a burst worker,
+    check that each ran once, and return how many claims that took."""
+    registry = Registry()
+    registry.register(work, "work")
+    q = _queue(url)
+    q.enqueue_many([("work", [i], {}) for i in range(n)])
+    r.config_resetstat()
+    worker = Worker([q], options=WorkerOptions(concurrency=concurrency, burst=True),
+                    registry=registry)
+    asyncio.run(worker.run())
+    assert sorted(ran) == list(range(n))
+    return int(r.info("commandstats")["cmdstat_zpopmin"]["calls"])
+
+
 def test_jobs_ending_one_at_a_time_are_refilled_in_batches(r, redis_server):
     """Sync jobs end one at a time (each in its own thread). While prefetched jobs wait, the
     worker tops its buffer up once half of it is used, so a steady stream of jobs costs about
     one claim per half buffer, not one claim (and one round trip) per job. All still run once."""
     ran: list[int] = []
-    registry = Registry()
 
     def work(i: int) -> None:
         time.sleep(0.005)
         ran.append(i)
 
-    registry.register(work, "work")
-    q = _queue(redis_server.url)
-    q.enqueue_many([("work", [i], {}) for i in range(200)])
-    r.config_resetstat()
-    worker = Worker([q], options=WorkerOptions(concurrency=4, burst=True), registry=registry)
-    asyncio.run(worker.run())
-    assert sorted(ran) == list(range(200))
-    claims = r.info("commandstats")["cmdstat_zpopmin"]["calls"]
+    claims = _claims_to_run(r, redis_server.url, work, ran, 200, concurrency=4)
     assert claims <= 120, f"{claims} claims for 200 jobs"
 
 
@@ -208,17 +217,9 @@ def test_a_deep_queue_of_short_jobs_is_claimed_in_batches_bigger_than_the_slots(
     prefetch buffer (up to 3 jobs per slot): 600 no-op jobs at concurrency 10 take a few
     dozen claims at most, not one per 10 jobs. All still run once."""
     ran: list[int] = []
-    registry = Registry()
 
     async def work(i: int) -> None:
         ran.append(i)
 
-    registry.register(work, "work")
-    q = _queue(redis_server.url)
-    q.enqueue_many([("work", [i], {}) for i in range(600)])
-    r.config_resetstat()
-    worker = Worker([q], options=WorkerOptions(concurrency=10, burst=True), registry=registry)
-    asyncio.run(worker.run())
-    assert sorted(ran) == list(range(600))
-    claims = r.info("commandstats")["cmdstat_zpopmin"]["calls"]
+    claims = _claims_to_run(r, redis_server.url, work, ran, 600, concurrency=10)
     assert claims <= 40, f"{claims} claims for 600 jobs"
