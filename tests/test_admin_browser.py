@@ -121,13 +121,26 @@ def text(browser, css: str) -> str:  # type: ignore[no-untyped-def]
 
 def click(browser, css: str) -> None:  # type: ignore[no-untyped-def]
     """Click and wait until the page it leads to has replaced this one."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.CSS_SELECTOR, css).click()
-    WebDriverWait(browser, WAIT).until(ec.staleness_of(old))
+
+    def replaced(_driver) -> bool:  # type: ignore[no-untyped-def]
+        try:
+            old.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            # Chromium sometimes reports a node of the replaced page this way instead.
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    WebDriverWait(browser, WAIT).until(replaced)
 
 
 def test_queues_page_shows_counts(browser, r):  # type: ignore[no-untyped-def]
