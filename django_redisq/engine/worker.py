@@ -76,7 +76,7 @@ PREFETCH_WINDOW = 0.05
 #: Most jobs claimed ahead of free slots, per slot, unless ``prefetch`` says otherwise; the
 #: window above decides below that. Short jobs need room for whole batches: each claim and
 #: each outcome flush costs the worker about as much as several no-op jobs, so claims of up
-#: to 40 jobs at concurrency 10 drain no-op async jobs 21-37% faster than claims of 10.
+#: to 40 jobs at concurrency 10 drain no-op async jobs 19-40% faster than claims of 10.
 PREFETCH_PER_SLOT = 3
 #: Most jobs one claim takes by default, unless the concurrency is higher: a claim script runs
 #: about 20 us per job in Redis, which serves no one else meanwhile.
