@@ -1,0 +1,75 @@
+"""Sync clients: each thread keeps one connection of the queue's pool, and never shares it."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from django_redisq import get_queue
+from tests import jobs
+
+
+def _connection_ids(r) -> set[int]:  # type: ignore[no-untyped-def]
+    """CLIENT ID of every client connected to the test server but ``r``'s own."""
+    mine = r.client_id()
+    return {int(c["id"]) for c in r.client_list() if int(c["id"]) != mine}
+
+
+def test_each_thread_keeps_its_own_connection_and_reuses_it(r):
+    connection = get_queue("default").connection
+    ids: dict[int, set[int]] = {}
+    start = threading.Barrier(4)
+
+    def enqueue_many(n: int) -> None:
+        start.wait()  # all four threads at once: a shared connection would mix replies
+        seen = ids.setdefault(threading.get_ident(), set())
+        for i in range(50):
+            job = jobs.add.using(on_commit=False).delay(n, i)
+            assert job.status == "queued"
+            seen.add(connection.client().client_id())
+
+    threads = [threading.Thread(target=enqueue_many, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert get_queue("default").count() == 200
+    per_thread = list(ids.values())
+    # One connection per thread, kept for all its calls, and no two threads share one.
+    assert all(len(s) == 1 for s in per_thread), per_thread
+    assert len(set().union(*per_thread)) == 4
+
+
+def test_a_connection_closed_by_the_server_is_replaced_before_use(r):
+    client = get_queue("default").connection.client()
+    before = client.client_id()
+    r.client_kill_filter(_id=before)  # as a server restart or its idle timeout would
+    job = jobs.add.using(on_commit=False).delay(1, 2)
+    assert job.status == "queued"
+    assert client.client_id() != before
+
+
+def test_a_forked_child_does_not_use_its_parents_connection(r):
+    connection = get_queue("default").connection
+    parent = connection.client().client_id()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report the connection its enqueue went through, then leave
+        code = 1
+        try:
+            jobs.add.using(on_commit=False).delay(3, 4)
+            os.write(write, str(connection.client().client_id()).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = int(pipe.read() or 0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert child and child != parent
+    # The parent's connection still works, untouched by the child.
+    assert connection.client().client_id() == parent
+    assert jobs.add.using(on_commit=False).delay(5, 6).status == "queued"
+    assert get_queue("default").count() == 2
+    assert parent in _connection_ids(r)
