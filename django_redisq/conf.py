@@ -713,6 +713,9 @@ def _queue_settings(name: str) -> QueueSettings:
 def get_queue(name: str = "default") -> Queue:
     """The engine queue ``name``, made once. Queues with the same URL and client options
     share one ``RedisConnection`` (and so one connection pool)."""
+    queue = _queues.get(name)
+    if queue is not None:  # the common case (every delay()): no lock
+        return queue
     with _lock:
         queue = _queues.get(name)
         if queue is not None:

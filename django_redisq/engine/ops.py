@@ -200,6 +200,23 @@ class Driver:
                 raise
             raise self._unavailable(exc) from exc
 
+    def call(self, get_client: Callable[[], SyncClient], call: Call) -> Any:
+        """``drive(get_client, one(call))`` without the generators: the path of a one-by-one
+        enqueue. Each Python step there costs several times its tight-loop time, the caches
+        being cold after every round trip: the generators added about 20 us per enqueue."""
+        try:
+            client = get_client()
+            try:
+                raw = client.execute_command(*call.command())
+            except NoScriptError:  # as in _op_requests: load, then retry once
+                client.script_load(call.script.source)
+                raw = client.execute_command(*call.command())
+        except _FAILURES as exc:
+            if not _unreachable(exc):
+                raise
+            raise self._unavailable(exc) from exc
+        return call.parse(raw)
+
     @staticmethod
     def _perform(client: SyncClient, req: Request) -> Any:
         if req[0] == "cmd":

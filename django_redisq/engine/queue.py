@@ -377,10 +377,7 @@ class Queue:
         else:
             replies = yield Batch(_enqueue_many_calls(prepared), parse=_flatten)
         for p, reply in zip(prepared, replies):
-            if reply[1] == b"missing":
-                raise JobNotFound(
-                    f"job {p.id} depends on job {reply[2].decode()}, which does not exist in "
-                    f"queue {self.name!r} (never enqueued, or expired after its TTL)")
+            self._check_reply(p, reply)
         if int(acked) < self.wait_replicas:
             raise NotReplicated(
                 f"{len(prepared)} job(s) of queue {self.name!r} reached the master at "
@@ -388,6 +385,12 @@ class Queue:
                 f"replica(s) confirmed them within {self.wait_timeout_ms} ms: they are "
                 f"queued, yet a failover now could lose them (first id {prepared[0].id})")
         return replies
+
+    def _check_reply(self, p: Prepared, reply: Any) -> None:
+        if reply[1] == b"missing":
+            raise JobNotFound(
+                f"job {p.id} depends on job {reply[2].decode()}, which does not exist in "
+                f"queue {self.name!r} (never enqueued, or expired after its TTL)")
 
     async def asend_once(self, prepared: Prepared) -> bool:
         """Send a job prepared with ``once`` (a cron tick), as any enqueue (``WAIT_REPLICAS``
@@ -397,7 +400,11 @@ class Queue:
 
     def send(self, prepared: Prepared) -> Job[Any]:
         """Send a prepared job: one round trip (one script call)."""
-        return self.run(self._send_steps([prepared]))[0]  # type: ignore[no-any-return]
+        if self.wait_replicas or prepared.marker:
+            return self.run(self._send_steps([prepared]))[0]  # type: ignore[no-any-return]
+        # The common case, one script call, skips the steps machinery (see Driver.call).
+        self._check_reply(prepared, self._driver.call(self.connection.client, prepared.call))
+        return Job(self, prepared.id)
 
     async def asend(self, prepared: Prepared) -> Job[Any]:
         return (await self.arun(self._send_steps([prepared])))[0]  # type: ignore[no-any-return]
