@@ -202,8 +202,9 @@ class Driver:
 
     def call(self, get_client: Callable[[], SyncClient], call: Call) -> Any:
         """``drive(get_client, one(call))`` without the generators: the path of a one-by-one
-        enqueue. Each Python step there costs several times its tight-loop time, the caches
-        being cold after every round trip: the generators added about 20 us per enqueue."""
+        enqueue, where each Python step costs several times its tight-loop time (the caches
+        are cold after every round trip). The generators cost an enqueue 6.4 us of CPU and
+        4.9 us of wall time (paired medians)."""
         try:
             client = get_client()
             try:
