@@ -14,21 +14,26 @@ from tests import jobs
 def test_each_thread_keeps_its_own_connection_and_reuses_it(r):
     connection = get_queue("default").connection
     ids: dict[int, set[int]] = {}
+    errors: list[BaseException] = []
     start = threading.Barrier(4)
 
     def enqueue_many(n: int) -> None:
         start.wait()  # all four threads at once: a shared connection would mix replies
         seen = ids.setdefault(threading.get_ident(), set())
-        for i in range(50):
-            job = jobs.add.using(on_commit=False).delay(n, i)
-            assert job.status == "queued"
-            seen.add(connection.client().client_id())
+        try:
+            for i in range(50):
+                job = jobs.add.using(on_commit=False).delay(n, i)
+                assert job.status == "queued"
+                seen.add(connection.client().client_id())
+        except BaseException as exc:  # a failure in a thread must fail the test
+            errors.append(exc)
 
     threads = [threading.Thread(target=enqueue_many, args=(n,)) for n in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert errors == []
     assert get_queue("default").count() == 200
     per_thread = list(ids.values())
     # One connection per thread, kept for all its calls, and no two threads share one.
