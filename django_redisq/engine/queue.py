@@ -351,7 +351,7 @@ class Queue:
         acked = self.wait_replicas
         if not prepared:
             replies = []
-        elif self.wait_replicas or any(p.marker for p in prepared):
+        elif self._needs_pipeline(prepared):
             ops: list[Call | Cmd] = []
             for p in prepared:
                 ops.append(p.call)
@@ -386,6 +386,11 @@ class Queue:
                 f"queued, yet a failover now could lose them (first id {prepared[0].id})")
         return replies
 
+    def _needs_pipeline(self, prepared: Sequence[Prepared]) -> bool:
+        """Whether sending needs more than the script calls: WAIT after them, or the
+        lifetimes of outbox markers."""
+        return bool(self.wait_replicas) or any(p.marker for p in prepared)
+
     def _check_reply(self, p: Prepared, reply: Any) -> None:
         if reply[1] == b"missing":
             raise JobNotFound(
@@ -400,7 +405,7 @@ class Queue:
 
     def send(self, prepared: Prepared) -> Job[Any]:
         """Send a prepared job: one round trip (one script call)."""
-        if self.wait_replicas or prepared.marker:
+        if self._needs_pipeline([prepared]):
             return self.run(self._send_steps([prepared]))[0]  # type: ignore[no-any-return]
         # The common case, one script call, skips the steps machinery (see Driver.call).
         self._check_reply(prepared, self._driver.call(self.connection.client, prepared.call))
