@@ -34,6 +34,28 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- A whole number as a string for redis.call, which would otherwise format the Lua number
+-- itself, and not always usefully:
+-- - Redis 7.2.0 to 7.2.4 format it in the shortest form, so 100000000 goes as '1e+08', which
+--   PEXPIRE refuses (redis#13113): TTLs always go through intstr().
+-- - Redis before 7.2 format it with '%.17g', a floating-point conversion of about 3,000
+--   instructions: a claimed and finished job made six (callgrind). string.format costs
+--   nearly as much, so scripts that handle many jobs make the strings of the numbers their
+--   jobs share (times, TTLs) once per call: CLAIM by hand, FINISH by setting STRS, a table
+--   that intstr() then keeps them in. Redis 7.2.5 and later format whole numbers cheaply.
+local STRS = nil
+
+local function intstr(n)
+  local strs = STRS
+  if not strs then return string.format('%d', n) end
+  local s = strs[n]
+  if not s then
+    s = string.format('%d', n)
+    strs[n] = s
+  end
+  return s
+end
+
 -- A script that handles many jobs in one call (CLAIM, FINISH, ENQUEUE_MANY) turns ZADDS on:
 -- zadd() then collects its additions and zadd_flush() makes them with one ZADD per key, at
 -- the end. Each redis.call costs more than the work of adding one member, so this saves about
@@ -103,7 +125,7 @@ local function offer(queued, idle, ttl_ms, member, now)
   -- The set goes with the last offer to lapse. Only lengthen its TTL: workers with a shorter
   -- heartbeat make shorter offers, which must not cut the others short (a fresh set has
   -- none: PTTL -1).
-  if redis.call('PTTL', idle) < ttl_ms then redis.call('PEXPIRE', idle, ttl_ms) end
+  if redis.call('PTTL', idle) < ttl_ms then redis.call('PEXPIRE', idle, intstr(ttl_ms)) end
   return 1
 end
 
@@ -137,7 +159,9 @@ end
 -- further read, even when the hash is deleted at once (ttl 0). Waiters rotate the list with
 -- BLMOVE and never consume the token.
 local function terminate(key, registry, id, status, now, ttl, waited, done_prefix, ...)
-  redis.call('HSET', key, 'status', status, 'ended_at', now, ...)
+  local ended = now
+  if STRS then ended = intstr(now) end
+  redis.call('HSET', key, 'status', status, 'ended_at', ended, ...)
   ttl = safe_ttl(ttl)
   if waited then
     local parts = {}
@@ -149,7 +173,7 @@ local function terminate(key, registry, id, status, now, ttl, waited, done_prefi
     redis.call('RPUSH', done, table.concat(parts))
     local t = ttl
     if t < 60000 then t = 60000 end
-    redis.call('PEXPIRE', done, t)
+    redis.call('PEXPIRE', done, intstr(t))
   end
   if ttl < 0 then
     redis.call('PERSIST', key)
@@ -157,8 +181,10 @@ local function terminate(key, registry, id, status, now, ttl, waited, done_prefi
   elseif ttl == 0 then
     redis.call('DEL', key)
   else
-    redis.call('PEXPIRE', key, ttl)
-    zadd(registry, now + ttl, id)
+    redis.call('PEXPIRE', key, intstr(ttl))
+    local expires = now + ttl
+    if STRS then expires = intstr(expires) end
+    zadd(registry, expires, id)
   end
 end
 
@@ -283,7 +309,7 @@ local function take_token(bucket, n, period, burst, now)
   redis.call('HSET', bucket, 'tokens', tokens, 'ts', ts)
   -- A full bucket is the same as none: it expires once it would be full again.
   local full_in = math.min(math.ceil((burst - tokens) * period / n), 1e12)
-  redis.call('PEXPIRE', bucket, full_in + 1000)
+  redis.call('PEXPIRE', bucket, intstr(full_in + 1000))
   if tokens >= 0 then return now end
   return now + math.ceil(-tokens * period / n)
 end
@@ -410,7 +436,7 @@ if status == 'queued' then
 end
 if worker then
   redis.call('HSET', KEYS[1], 'id', id, 'enqueued_at', now, 'status', 'started',
-             'started_at', now, 'worker', worker, 'attempts', 1, 'pf', '1', unpack(ARGV, 9))
+             'started_at', now, 'worker', worker, 'attempts', '1', 'pf', '1', unpack(ARGV, 9))
   redis.call('ZADD', base .. ':started', now + lease, id)
   return {1, 'started'}
 elseif status == 'scheduled' then
@@ -468,6 +494,7 @@ if #popped == 0 then
 end
 local now = now_ms()
 local deadline = now + tonumber(ARGV[4])
+local now_s, deadline_s = intstr(now), intstr(deadline)
 local out = {}
 local run_now = tonumber(ARGV[5]) or 0
 ZADDS.on = true
@@ -494,9 +521,11 @@ while #popped > 0 do
           break
         end
       end
-      redis.call('HSET', key, 'status', 'started', 'started_at', now, 'worker', ARGV[3], 'pf', pf,
-                 'attempts', attempts + 1)
-      zadd(KEYS[2], deadline, id)
+      local tries = '1'
+      if attempts ~= 0 then tries = attempts + 1 end
+      redis.call('HSET', key, 'status', 'started', 'started_at', now_s, 'worker', ARGV[3],
+                 'pf', pf, 'attempts', tries)
+      zadd(KEYS[2], deadline_s, id)
       out[#out + 1] = {id, h}
     end
   end
@@ -525,6 +554,7 @@ local last = #ARGV
 if KEYS[7] then last = last - 2 end
 local ended = {}  -- leave 'started' with one ZREM at the end
 ZADDS.on = true
+if last > 7 then STRS = {} end  -- more than one job: see intstr()
 for i = 6, last, 2 do
   local id = ARGV[i]
   local key = ARGV[3] .. id
@@ -698,7 +728,7 @@ return offer(KEYS[1], KEYS[2], tonumber(ARGV[1]), ARGV[2], now_ms())
 # Extends the leases this worker still owns. Returns {lost ids, ids whose cancel was requested}.
 RENEW = r"""
 local now = now_ms()
-local deadline = now + tonumber(ARGV[3])
+local deadline = intstr(now + tonumber(ARGV[3]))
 local lost, cancel = {}, {}
 for i = 4, #ARGV do
   local id = ARGV[i]
@@ -831,11 +861,11 @@ return redis.call('HGETALL', KEYS[1])
 LEAD = r"""
 local v = redis.call('GET', KEYS[1])
 if not v then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
 if v == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
 return 0
@@ -849,7 +879,7 @@ return 0
 HEARTBEAT = r"""
 local now = now_ms()
 if #ARGV > 3 then redis.call('HSET', KEYS[2], 'last_beat', now, unpack(ARGV, 4)) end
-redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 if tonumber(ARGV[3]) > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
