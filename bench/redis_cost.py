@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import redis  # noqa: E402
+from run import RedisServer  # noqa: E402  (bench/, this script's directory)
 
 from django_redisq.engine import Queue, RedisConnection, scripts  # noqa: E402
 
@@ -46,45 +44,32 @@ WORKER = "bench-worker"
 
 
 class CallgrindRedis:
-    """A redis-server under callgrind, counting only between ``start()`` and ``stop()``."""
+    """A private redis-server (see run.RedisServer) under callgrind, counting only inside
+    ``count()``."""
 
     def __init__(self, redis_server: str, valgrind: str, workdir: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.workdir = workdir
-        self.proc = subprocess.Popen(
-            [valgrind, "--tool=callgrind", "--instr-atstart=no",
-             f"--callgrind-out-file={workdir}/callgrind.out",
-             redis_server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(workdir)],
-            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
-        self.client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                self.client.ping()
-                break
-            except redis.ConnectionError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("redis-server under callgrind did not start; is valgrind "
-                                     "installed? (apt-get install -y valgrind)") from None
-                time.sleep(0.2)  # valgrind's start-up takes seconds; polled with a deadline
+        self.out = workdir / "redis" / "callgrind.out"
+        self.server = RedisServer(
+            redis_server, workdir, start_timeout=120,
+            prefix=(valgrind, "--tool=callgrind", "--instr-atstart=no",
+                    f"--callgrind-out-file={self.out}"))
+        self.client = self.server.client
+        self.port = self.server.port
+        self.version = self.server.version
 
     def _control(self, *args: str) -> None:
-        subprocess.run(["callgrind_control", *args, str(self.proc.pid)], check=True,
+        subprocess.run(["callgrind_control", *args, str(self.server.p.pid)], check=True,
                        capture_output=True, timeout=120)
 
     def count(self, work: Callable[[], Any]) -> int:
         """Instructions the server executed while ``work()`` ran."""
-        before = set(self.workdir.glob("callgrind.out*"))
+        before = set(self.out.parent.glob("callgrind.out*"))
         self._control("-z")
         self._control("-i", "on")
         work()
         self._control("-i", "off")
         self._control("-d")
-        dumps = sorted(set(self.workdir.glob("callgrind.out*")) - before,
+        dumps = sorted(set(self.out.parent.glob("callgrind.out*")) - before,
                        key=lambda p: p.stat().st_mtime)
         for line in dumps[-1].read_text().splitlines():
             if line.startswith("totals:"):
@@ -92,14 +77,7 @@ class CallgrindRedis:
         raise RuntimeError(f"no totals in {dumps[-1]}")
 
     def close(self) -> None:
-        self.client.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.server.stop()
 
 
 def measure(server: CallgrindRedis, n: int, batch: int) -> dict[str, float]:
@@ -150,7 +128,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="redisq-cost-") as tmp:
         server = CallgrindRedis(args.redis_server, args.valgrind, Path(tmp))
         try:
-            version = server.client.info("server")["redis_version"]
+            version = server.version
             per_job = measure(server, args.n, args.batch)
         finally:
             server.close()

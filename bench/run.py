@@ -69,6 +69,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -262,7 +263,12 @@ def _child_env() -> dict[str, str]:
 
 # -- redis-server -------------------------------------------------------------------------------
 class RedisServer:
-    def __init__(self, binary: str, workdir: Path) -> None:
+    """A private redis-server on a free loopback port, in ``workdir``/redis, no persistence.
+    ``prefix`` runs it under another program (bench/redis_cost.py: valgrind), which may need
+    ``start_timeout`` seconds to start it."""
+
+    def __init__(self, binary: str, workdir: Path, prefix: Sequence[str] = (),
+                 start_timeout: float = 10) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -271,13 +277,14 @@ class RedisServer:
         self.dir.mkdir()
         self.log = self.dir / "redis.log"
         self.p = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            [*prefix, binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.dir), "--logfile", str(self.log),
              "--daemonize", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            cwd=self.dir,
         )
         self.client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + start_timeout
         while True:
             try:
                 self.client.ping()
@@ -285,7 +292,7 @@ class RedisServer:
             except redis.ConnectionError:
                 if self.p.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"redis-server did not start (see {self.log})") from None
-                time.sleep(0.05)
+                time.sleep(0.05)  # start-up: polled with a deadline
         self.version = self.client.info("server")["redis_version"]
 
     def fresh(self) -> None:
