@@ -53,9 +53,6 @@ class CallgrindRedis:
             redis_server, workdir, start_timeout=120,
             prefix=(valgrind, "--tool=callgrind", "--instr-atstart=no",
                     f"--callgrind-out-file={self.out}"))
-        self.client = self.server.client
-        self.port = self.server.port
-        self.version = self.server.version
 
     def _control(self, *args: str) -> None:
         subprocess.run(["callgrind_control", *args, str(self.server.p.pid)], check=True,
@@ -81,8 +78,8 @@ class CallgrindRedis:
 
 
 def measure(server: CallgrindRedis, n: int, batch: int) -> dict[str, float]:
-    r = server.client
-    q = Queue("default", RedisConnection(f"redis://127.0.0.1:{server.port}/0"))
+    r = server.server.client
+    q = Queue("default", RedisConnection(server.server.url))
     for s in scripts.ALL_SCRIPTS:
         r.script_load(s.source)
     q.enqueue("bench.noop")  # the queue is not empty: no wake-up, no hand-off
@@ -128,7 +125,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="redisq-cost-") as tmp:
         server = CallgrindRedis(args.redis_server, args.valgrind, Path(tmp))
         try:
-            version = server.version
+            version = server.server.version
             per_job = measure(server, args.n, args.batch)
         finally:
             server.close()
