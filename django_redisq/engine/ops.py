@@ -151,8 +151,16 @@ def _unreachable(exc: BaseException) -> bool:
         # UNBLOCKED: a blocking command (WAIT, BLMOVE) on a master demoted to a replica by a
         # failover; its writes may not be on the new master.
         return "NOREPLICAS" in head or "UNBLOCKED" in head
+    if isinstance(exc, _CLUSTER_UNREACHABLE):
+        return True
     return type(exc) is RedisClusterException and "connect" in str(exc).lower()
 
+
+#: What a Cluster client raises when no node answers its topology refresh: redis-py 8.2 and
+#: later raise this subclass (the base class, other subclasses of which are bad commands, was
+#: raised before, with "connect" in its message).
+_CLUSTER_UNREACHABLE: type[BaseException] | tuple[()] = getattr(
+    redis.exceptions, "RedisClusterUnreachableError", ())
 
 _FAILURES = (redis.RedisError, RedisClusterException)
 
