@@ -37,10 +37,14 @@ class Executor:
     taken until then.
 
     Sync jobs run on ``threads`` long-lived threads fed from one deque. The cost per job is
-    what a fast job pays: an idle thread is woken only when no thread is already awake to
-    take the job, and finished jobs reach the loop in batches (one loop wake-up for all the
-    jobs that finished since the last one), so a thread that finishes a job picks the next
-    one without sleeping.
+    what a fast job pays: finished jobs reach the loop in batches (one loop wake-up for all
+    the jobs that finished since the last one), a thread that finishes a job picks the next
+    one without sleeping, and threads are woken one at a time: at most one is on its way to
+    the queue, and a thread that takes a job while more wait wakes the next (spawning it,
+    up to ``threads``). Every queued job still gets a thread of its own soon, one wake-up
+    after the one before, so blocking jobs keep their concurrency; a burst of short jobs is
+    taken by the threads already awake instead of waking every idle thread at once, each
+    wake-up of which costs a cross-CPU hand-over of the GIL.
     """
 
     def __init__(self, threads: int) -> None:
@@ -49,7 +53,11 @@ class Executor:
         self._todo: collections.deque[_ThreadJob] = collections.deque()
         self._done: collections.deque[_ThreadJob] = collections.deque()
         self._cond = threading.Condition(threading.Lock())
+        #: Threads waiting in ``_cond`` and not yet notified (so, under the lock, the number of
+        #: its waiters).
         self._idle = 0
+        #: Threads notified or spawned that have not reached the queue yet.
+        self._waking = 0
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup_pending = False
@@ -80,15 +88,24 @@ class Executor:
             if self._closed:
                 raise RuntimeError("the executor is shut down")
             self._todo.append(job)
-            if self._idle >= len(self._todo):
-                self._cond.notify()
-            elif len(self._threads) < self._size:
-                self._spawn()
+            if not self._waking:
+                self._wake_one()
         try:
             return await job.future
         finally:
             if job.timer is not None:
                 job.timer.cancel()
+
+    def _wake_one(self) -> None:
+        """Under the lock: send one more thread to the queue, an idle one or a new one (none
+        when every thread is busy: the first to finish takes the next job)."""
+        if self._idle:
+            self._idle -= 1
+            self._waking += 1
+            self._cond.notify()
+        elif len(self._threads) < self._size:
+            self._waking += 1
+            self._spawn()
 
     def _spawn(self) -> None:
         t = threading.Thread(target=self._thread_main, daemon=True,
@@ -98,6 +115,8 @@ class Executor:
 
     def _thread_main(self) -> None:
         cond, todo = self._cond, self._todo
+        with cond:
+            self._waking -= 1  # spawned by _wake_one
         while True:
             with cond:
                 while not todo:
@@ -105,8 +124,10 @@ class Executor:
                         return
                     self._idle += 1
                     cond.wait()
-                    self._idle -= 1
+                    self._waking -= 1  # notified by _wake_one (or by shutdown)
                 job = todo.popleft()
+                if todo and not self._waking:
+                    self._wake_one()
             if job.future.cancelled():
                 job.error = asyncio.CancelledError()
             else:
