@@ -156,9 +156,9 @@ def _unreachable(exc: BaseException) -> bool:
     return type(exc) is RedisClusterException and "connect" in str(exc).lower()
 
 
-#: What a Cluster client raises when no node answers its topology refresh: redis-py 8.2 and
-#: later raise this subclass (the base class, other subclasses of which are bad commands, was
-#: raised before, with "connect" in its message).
+#: What a Cluster client of redis-py 8.2 or later raises when no node answers its topology
+#: refresh. Older versions raise the base class, with "connect" in the message; the base
+#: class's other subclasses are bad commands, not outages.
 _CLUSTER_UNREACHABLE: type[BaseException] | tuple[()] = getattr(
     redis.exceptions, "RedisClusterUnreachableError", ())
 
