@@ -44,11 +44,17 @@ def test_blocking_sync_jobs_each_get_a_thread_spawned_or_idle():
 def test_a_job_queued_while_every_thread_is_busy_runs_when_one_frees():
     async def main() -> None:
         ex = Executor(1)
-        gate = threading.Event()
+        running, gate = threading.Event(), threading.Event()
+
+        def block() -> bool:
+            running.set()
+            return gate.wait(10)
+
         try:
-            blocked = asyncio.ensure_future(ex.run_sync(gate.wait, None, lambda: None))
+            blocked = asyncio.ensure_future(ex.run_sync(block, None, lambda: None))
             queued = asyncio.ensure_future(ex.run_sync(lambda: "ran", None, lambda: None))
-            await asyncio.sleep(0)  # let both reach the executor's queue
+            # Once the only thread runs the first job, the second waits in the queue.
+            assert await asyncio.to_thread(running.wait, 10)
             assert not queued.done()
             gate.set()
             assert await asyncio.wait_for(queued, 10) == "ran"
