@@ -133,6 +133,13 @@ def _requests(steps: Steps[T]) -> Generator[Request, Any, T]:
             return stop.value  # type: ignore[no-any-return]
 
 
+#: What a Cluster client of redis-py 8.2 or later raises when no node answers its topology
+#: refresh. Older versions raise the base class, with "connect" in the message; the base
+#: class's other subclasses are bad commands, not outages.
+_CLUSTER_UNREACHABLE: type[BaseException] | tuple[()] = getattr(
+    redis.exceptions, "RedisClusterUnreachableError", ())
+
+
 def _unreachable(exc: BaseException) -> bool:
     """Whether ``exc`` means the deployment cannot serve us now (rather than a bad command):
     a lost or refused connection, a timeout, no master known to the sentinels, a master
@@ -155,12 +162,6 @@ def _unreachable(exc: BaseException) -> bool:
         return True
     return type(exc) is RedisClusterException and "connect" in str(exc).lower()
 
-
-#: What a Cluster client of redis-py 8.2 or later raises when no node answers its topology
-#: refresh. Older versions raise the base class, with "connect" in the message; the base
-#: class's other subclasses are bad commands, not outages.
-_CLUSTER_UNREACHABLE: type[BaseException] | tuple[()] = getattr(
-    redis.exceptions, "RedisClusterUnreachableError", ())
 
 _FAILURES = (redis.RedisError, RedisClusterException)
 
