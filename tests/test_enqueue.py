@@ -140,6 +140,26 @@ def test_same_job_id_while_active_returns_the_existing_job(r):
     assert first.refresh().record.call() == ([1, 2], {})
 
 
+def test_a_job_queued_behind_others_is_written_as_one_that_found_the_queue_empty(r):
+    """The ENQUEUE script writes a job onto a queue where others wait by a shorter path than
+    the first job's: the same fields, the time in ms, the same order."""
+    q = get_queue("default")
+    t0 = r.time()
+    first = jobs.add.using(priority=5).delay(1, 2)  # empty queue: the general path
+    behind = [jobs.add.using(priority=p).delay(1, 2) for p in (5, 0, 100, 5, -100, 5)]
+    t1 = r.time()
+    lo, hi = t0[0] * 1000 + t0[1] // 1000, t1[0] * 1000 + t1[1] // 1000
+    records = [r.hgetall(q.keys.job(j.id)) for j in [first, *behind]]
+    for j, h in zip([first, *behind], records):
+        assert h.pop(b"id") == j.id.encode()
+        assert lo <= int(h.pop(b"enqueued_at")) <= hi  # a whole number of ms, TIME's
+        h.pop(b"priority", None)
+    assert all(h == records[0] for h in records[1:]), records
+    # Highest priority first, first come first within one, whichever path wrote them.
+    b5, p0, p100, b5b, m100, b5c = behind
+    assert q.job_ids("queued") == [p100.id, first.id, b5.id, b5b.id, b5c.id, p0.id, m100.id]
+
+
 def test_priority_orders_the_queue(r):
     low = jobs.add.delay(0, 0)
     high = jobs.add.using(priority=50).delay(0, 0)

@@ -102,13 +102,15 @@ local function push_queued(queued, seq, channel, id, priority, was_empty)
   local p = tonumber(priority) or 0
   if p ~= p then p = 0 end  -- 'nan' from a corrupt hash: ZADD would refuse the score
   if p > 100 then p = 100 elseif p < -100 then p = -100 end
+  -- The score goes as a string made by '%d': Redis before 7.2 would format the number with
+  -- '%.17g', which for a 16-digit score takes about four times as many instructions.
   if MANY.on then  -- was_empty is always given then
     MANY.seq = MANY.seq + 1
-    zadd(queued, (100 - p) * 17592186044416 + MANY.seq, id)
+    zadd(queued, string.format('%d', (100 - p) * 17592186044416 + MANY.seq), id)
     MANY.queued = true
   else
     local n = redis.call('INCR', seq)
-    redis.call('ZADD', queued, (100 - p) * 17592186044416 + n, id)
+    redis.call('ZADD', queued, string.format('%d', (100 - p) * 17592186044416 + n), id)
   end
   -- Wake idle workers only when the queue goes from empty to non-empty: a worker that finds
   -- a queue empty waits for this message, and busy workers are not flooded.
@@ -1006,7 +1008,37 @@ zadd_flush()
 return out
 """
 
-ENQUEUE_SCRIPT = _script("enqueue", _ENQUEUE_FN + "return enqueue(KEYS, ARGV)\n")
+# The common enqueue, first in ENQUEUE_SCRIPT: a plain job (no ``once``, no dependencies, no
+# delay) with a new id onto a queue where jobs already wait, so there is no worker to wake and
+# no hand-off. It makes the calls the general path would make for that job (ZCARD, HGET, TIME,
+# HSET, INCR, ZADD; the same fields, score and reply) before any helper is defined: a script's
+# whole text runs on every call, and building the helpers and tables of the general path (and
+# its table reply of ``now`` as a number) took a quarter of this enqueue's Redis instructions
+# (callgrind: 132,000 -> 99,000 per job on Redis 7.0). Any other job falls through to the
+# general path, having cost it one ZCARD (or, for a reused id, a ZCARD and an HGET).
+_ENQUEUE_FAST = r"""
+if ARGV[6] == '' and ARGV[7] == '' and ARGV[3] == '0' and ARGV[4] == '0' then
+  local queued = ARGV[2] .. ':queued'
+  if redis.call('ZCARD', queued) > 0 and not redis.call('HGET', KEYS[1], 'status') then
+    local t = redis.call('TIME')
+    -- now_ms() as a string, from TIME's strings: seconds, then the microseconds' first 3 of 6
+    -- digits (Redis before 7.2 formats a number argument with '%.17g', a costly conversion).
+    local now = t[1] .. string.sub('00000' .. t[2], -6, -4)
+    redis.call('HSET', KEYS[1], 'id', ARGV[1], 'enqueued_at', now, 'status', 'queued',
+               unpack(ARGV, 9))
+    -- The score of push_queued().
+    local p = tonumber(ARGV[5]) or 0
+    if p ~= p then p = 0 end
+    if p > 100 then p = 100 elseif p < -100 then p = -100 end
+    local n = redis.call('INCR', ARGV[2] .. ':seq')
+    redis.call('ZADD', queued, string.format('%d', (100 - p) * 17592186044416 + n), ARGV[1])
+    return {1, 'queued'}
+  end
+end
+"""
+
+ENQUEUE_SCRIPT = Script(
+    "enqueue", _ENQUEUE_FAST + _with_helpers(_ENQUEUE_FN + "return enqueue(KEYS, ARGV)\n"))
 ENQUEUE_MANY_SCRIPT = _script("enqueue_many", _ENQUEUE_FN + ENQUEUE_MANY)
 CLAIM_SCRIPT = _script("claim", CLAIM)
 FINISH_SCRIPT = _script("finish", FINISH)
