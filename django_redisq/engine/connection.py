@@ -226,15 +226,22 @@ class RedisConnection:
         """A private async client and a Pub/Sub on it, for the worker's wake-up channels.
 
         On a Cluster, classic ``PUBLISH`` reaches every node, so the Pub/Sub subscribes on one
-        node (any); when that node fails, the caller makes a new one (a fresh topology)."""
+        node (any), through a plain client on that node: redis-py's async Cluster client has
+        Pub/Sub only from 8.0 on. When that node fails, the caller makes a new one (a fresh
+        topology)."""
         client = self.new_aclient()
         if isinstance(client, acluster.RedisCluster):
             try:
                 await client.initialize()
+                node = client.get_random_node()
             except RedisClusterException as exc:  # no startup node answers: not a RedisError
-                await client.aclose()
                 raise redis.ConnectionError(str(exc)) from exc
-            return client, client.pubsub(node=client.get_random_node())
+            finally:
+                await client.aclose()
+            # The node's own connection settings (address, credentials, TLS, timeouts), as
+            # the Cluster client would connect to it.
+            client = aredis.Redis(connection_pool=aredis.ConnectionPool(
+                connection_class=node.connection_class, **node.connection_kwargs))
         return client, client.pubsub()
 
     def on_master(self, pubsub: Any) -> bool:
