@@ -7,8 +7,10 @@ Jobs are enqueued with ``enqueue_many`` in batches of 1,000 and ``result_ttl=1``
 maintenance sweep (every heartbeat, 0.5 s here) drops expired ids from the finished registry,
 and Redis expires the job hashes. Then every key is SCANned.
 
-``REDISQ_SOAK_JOBS`` changes the count (default 100,000). Time budget: ≤ 90 s (about 30-40 s
-measured for 100,000 on a 2-core machine).
+``REDISQ_SOAK_JOBS`` changes the count (default 100,000). Each phase has its own deadline (the
+worker serving 30 s, the drain 80 s, the sweep and the expiry 20 s each), which bounds the run;
+its wall time is reported, not asserted (about 30-60 s for 100,000 on a 2-core machine, more on
+Python 3.10). Timing targets live in ``bench/``.
 """
 
 from __future__ import annotations
@@ -139,7 +141,6 @@ def _soak(server: RedisServer, report) -> None:  # type: ignore[no-untyped-def]
                           f"({used - baseline:+,} B; allowed +{slack:,})")
     report("wall time", f"{wall:.1f} s")
     assert finished == JOBS
-    assert wall <= 90
 
 
 def _worker_name(client: redis.Redis) -> str:
