@@ -1,8 +1,8 @@
 """Fixtures of the reliability tests, and a summary of their figures at the end of the run.
 
-These tests take minutes (chaos ≤ 150 s, rolling restart ≤ 60 s, memory soak ≤ 90 s), so they
-run where ``REDISQ_RELIABILITY=1`` is set (tox sets it in the py311-django52 env). Elsewhere
-they are reported as skipped, with the reason, never as passed.
+These tests take minutes (chaos ≤ 150 s, rolling restart ≤ 60 s, memory soak about 1 min), so they
+run where ``REDISQ_RELIABILITY=1`` is set (tox sets it in the django52 envs: py310-django52 by
+default). Elsewhere they are reported as skipped, with the reason, never as passed.
 
 The figures each test measures are printed in pytest's terminal summary (CI does not run
 pytest with ``-s``) and attached to the JUnit report as properties.
@@ -24,7 +24,7 @@ FIGURES = pytest.StashKey[list[tuple[str, list[str]]]]()
 def _reliability_enabled() -> None:
     if os.environ.get("REDISQ_RELIABILITY") != "1":
         pytest.skip("reliability tests (chaos, rolling restart, memory soak; about 4 min) run "
-                    "only with REDISQ_RELIABILITY=1, as tox's py311-django52 env sets it")
+                    "only with REDISQ_RELIABILITY=1, as tox's django52 envs set it")
 
 
 @pytest.fixture
