@@ -8,8 +8,12 @@ have to be spawned or are idle from an earlier round.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 
+import pytest
+
+from django_redisq.engine.errors import JobTimeout
 from django_redisq.engine.executors import Executor
 
 
@@ -61,5 +65,150 @@ def test_a_job_queued_while_every_thread_is_busy_runs_when_one_frees():
             assert await blocked is True
         finally:
             ex.shutdown(wait=True)
+
+    asyncio.run(main())
+
+
+# -- timeouts: one loop timer for every running job (Deadlines) ---------------------------------
+def test_async_jobs_past_their_timeouts_fail_and_the_others_finish():
+    """Jobs of two timeouts run at once: a short-timeout job started after long-timeout ones
+    still times out on time (the shared timer moves earlier for it), jobs that end in time
+    return their results, and no deadline is left behind."""
+
+    async def main() -> None:
+        ex = Executor(1)
+        never = asyncio.Event()
+
+        async def hang() -> None:
+            await never.wait()
+
+        async def quick(value: int) -> int:
+            await asyncio.sleep(0)
+            return value
+
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        long_hang = asyncio.ensure_future(ex.run_async(hang, 30))
+        results = await asyncio.gather(
+            ex.run_async(hang, 0.2),
+            *(ex.run_async(lambda i=i: quick(i), 30) for i in range(5)),
+            ex.run_async(hang, 0.3),
+            return_exceptions=True,
+        )
+        took = loop.time() - t0
+        assert isinstance(results[0], JobTimeout)
+        assert "timeout of 0.2 s" in str(results[0])
+        assert results[1:6] == [0, 1, 2, 3, 4]
+        assert isinstance(results[6], JobTimeout)
+        assert 0.29 <= took < 10  # the 0.3 s job ran its whole timeout, not the 30 s one's
+        assert not long_hang.done()
+        long_hang.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await long_hang
+        assert len(ex._deadlines()) == 0
+
+    asyncio.run(main())
+
+
+def test_a_job_cancelled_otherwise_is_cancelled_not_timed_out():
+    """A cancel (a cancel request, a shutdown) while the deadline is pending surfaces as
+    CancelledError, as before; so does one that comes with the timeout (Python 3.11+)."""
+
+    async def main() -> None:
+        ex = Executor(1)
+        started = asyncio.Event()
+
+        async def hang() -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+        task = asyncio.ensure_future(ex.run_async(hang, 30))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert len(ex._deadlines()) == 0
+
+        if sys.version_info >= (3, 11):
+            started.clear()
+            both = asyncio.ensure_future(ex.run_async(hang, 0.05))
+            await started.wait()
+            # Cancel it from the deadline's own callback turn: cancelled twice, once by the
+            # timeout, once by us.
+            entry = next(iter(next(iter(ex._deadlines()._by_timeout.values()))))
+            expire = entry.expire
+
+            def expire_and_cancel() -> None:
+                expire()
+                both.cancel()
+
+            entry.expire = expire_and_cancel
+            with pytest.raises(asyncio.CancelledError):
+                await both
+
+    asyncio.run(main())
+
+
+def test_a_job_that_swallows_the_timeouts_cancellation_keeps_its_result():
+    async def main() -> None:
+        ex = Executor(1)
+
+        async def stubborn() -> str:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                return "kept"
+            return "unreachable"
+
+        assert await ex.run_async(stubborn, 0.05) == "kept"
+        task = asyncio.current_task()
+        assert task is not None
+        if sys.version_info >= (3, 11):
+            assert task.cancelling() == 0  # the timeout's cancel was withdrawn
+
+    asyncio.run(main())
+
+
+def test_a_sync_job_past_its_timeout_fails_while_its_thread_runs_on():
+    async def main() -> None:
+        ex = Executor(2)
+        gate = threading.Event()
+        thread_done = asyncio.Event()
+        try:
+            with pytest.raises(JobTimeout, match="timeout of 0.1 s"):
+                await ex.run_sync(lambda: gate.wait(10), 0.1, thread_done.set)
+            assert not thread_done.is_set()  # the thread still holds its slot
+            assert await ex.run_sync(lambda: "next", 30, lambda: None) == "next"
+            assert len(ex._deadlines()) == 0
+        finally:
+            gate.set()
+            await asyncio.wait_for(thread_done.wait(), 10)
+            ex.shutdown(wait=True)
+
+    asyncio.run(main())
+
+
+def test_one_timer_serves_many_running_jobs():
+    """Arming a job's deadline adds no loop timer while an earlier one is armed: the loop's
+    timer heap does not grow with the jobs (it held a cancelled handle per job before)."""
+
+    async def main() -> None:
+        ex = Executor(1)
+        loop = asyncio.get_running_loop()
+        release = asyncio.Event()
+
+        async def wait_release() -> None:
+            await release.wait()
+
+        first = asyncio.ensure_future(ex.run_async(wait_release, 30))
+        await asyncio.sleep(0)
+        scheduled = len(loop._scheduled)  # type: ignore[attr-defined]
+        others = [asyncio.ensure_future(ex.run_async(wait_release, 30)) for _ in range(200)]
+        await asyncio.sleep(0)
+        assert len(loop._scheduled) == scheduled  # type: ignore[attr-defined]
+        assert len(ex._deadlines()) == 201
+        release.set()
+        await asyncio.gather(first, *others)
+        assert len(ex._deadlines()) == 0
 
     asyncio.run(main())

@@ -8,17 +8,95 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import math
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from .errors import JobTimeout
 
-_timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
+
+class _Deadline:
+    __slots__ = ("at", "expire", "fired", "timeout")
+
+    def __init__(self, at: float, timeout: float, expire: Callable[[], Any]) -> None:
+        self.at = at
+        self.timeout = timeout
+        self.expire = expire
+        self.fired = False
+
+
+class Deadlines:
+    """The timeouts of the jobs running on one loop, behind a single loop timer.
+
+    A timer per job (``asyncio.timeout``, ``call_later``) costs a job 3-8 us to arm and cancel,
+    and fills the loop's timer heap with cancelled handles, although almost no job times out.
+    Jobs of one timeout end their deadlines in the order they started, so each timeout keeps
+    its jobs in a dict in start order: adding and removing a job is a dict operation, the
+    earliest deadline is the first entry of one of the dicts, and one timer waits for it. When
+    that job ends first, the timer is not moved: it fires, finds nothing due and waits for the
+    next deadline, about once per timeout.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._by_timeout: dict[float, dict[_Deadline, None]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    def add(self, timeout: float, expire: Callable[[], Any]) -> _Deadline:
+        """Call ``expire()`` on the loop ``timeout`` seconds from now, unless ``discard``."""
+        entry = _Deadline(self.loop.time() + timeout, timeout, expire)
+        group = self._by_timeout.get(timeout)
+        if group is None:
+            group = self._by_timeout[timeout] = {}
+        group[entry] = None
+        if entry.at < self._timer_at:
+            self._arm(entry.at)
+        return entry
+
+    def discard(self, entry: _Deadline) -> None:
+        """Forget a deadline (no-op once it fired)."""
+        group = self._by_timeout.get(entry.timeout)
+        if group is not None and entry in group:
+            del group[entry]
+            if not group:
+                del self._by_timeout[entry.timeout]
+
+    def __len__(self) -> int:
+        return sum(map(len, self._by_timeout.values()))
+
+    def _arm(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_at(at, self._fire)
+        self._timer_at = at
+
+    def _fire(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        now = self.loop.time()
+        due: list[_Deadline] = []
+        following = math.inf
+        for timeout, group in list(self._by_timeout.items()):
+            first = len(due)
+            for entry in group:
+                if entry.at > now:
+                    following = min(following, entry.at)
+                    break
+                due.append(entry)
+            for entry in due[first:]:
+                del group[entry]
+            if not group:
+                del self._by_timeout[timeout]
+        if following < math.inf:
+            self._arm(following)
+        for entry in due:
+            entry.fired = True
+            entry.expire()
 
 
 class _ThreadJob:
-    __slots__ = ("ctx", "error", "fn", "future", "on_thread_done", "result", "timer")
+    __slots__ = ("ctx", "error", "fn", "future", "on_thread_done", "result", "timeout")
 
     def __init__(self, fn: Callable[[], Any], future: asyncio.Future[Any],
                  on_thread_done: Callable[[], None]) -> None:
@@ -28,7 +106,15 @@ class _ThreadJob:
         self.ctx = contextvars.copy_context()
         self.result: Any = None
         self.error: BaseException | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.timeout = 0.0
+
+    def expire(self) -> None:
+        """The timeout passed: the job's awaiter gets JobTimeout (its thread runs on)."""
+        if not self.future.done():
+            self.future.set_exception(JobTimeout(
+                f"the job ran longer than its timeout of {self.timeout:g} s (its thread cannot "
+                f"be stopped and keeps its worker slot until it returns; use --processes for "
+                f"jobs that must be killed)"))
 
 
 class Executor:
@@ -47,6 +133,9 @@ class Executor:
     wake-up of which costs a cross-CPU hand-over of the GIL.
     """
 
+    #: The deadlines of this executor's jobs (on the loop of the last job).
+    _timeouts: Deadlines | None = None
+
     def __init__(self, threads: int) -> None:
         self._size = threads
         self._threads: list[threading.Thread] = []
@@ -62,19 +151,39 @@ class Executor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup_pending = False
 
+    def _deadlines(self) -> Deadlines:
+        loop = asyncio.get_running_loop()
+        deadlines = self._timeouts
+        if deadlines is None or deadlines.loop is not loop:
+            deadlines = self._timeouts = Deadlines(loop)
+        return deadlines
+
     async def run_async(self, coro_fn: Callable[[], Any], timeout: float | None) -> Any:
-        # asyncio.timeout (3.11+) runs the job in the worker's own task; wait_for would wrap it
-        # in a second task per job.
-        if _timeout is None:
-            try:
-                return await asyncio.wait_for(coro_fn(), timeout)
-            except asyncio.TimeoutError:
-                raise JobTimeout(f"the job ran longer than its timeout of {timeout:g} s") from None
+        """Await ``coro_fn()`` in the calling task; past the timeout, cancel it and raise
+        ``JobTimeout`` (``CancelledError`` when the task was also cancelled otherwise: a
+        cancel request or a shutdown)."""
+        if timeout is None:
+            return await coro_fn()
+        task = asyncio.current_task()
+        assert task is not None
+        deadlines = self._deadlines()
+        deadline = deadlines.add(timeout, task.cancel)
         try:
-            async with _timeout(timeout):
-                return await coro_fn()
-        except TimeoutError:
-            raise JobTimeout(f"the job ran longer than its timeout of {timeout:g} s") from None
+            result = await coro_fn()
+        except asyncio.CancelledError:
+            if deadline.fired and _uncancel(task) == 0:
+                raise JobTimeout(
+                    f"the job ran longer than its timeout of {timeout:g} s") from None
+            raise
+        except BaseException:
+            if deadline.fired:
+                _uncancel(task)
+            raise
+        finally:
+            deadlines.discard(deadline)
+        if deadline.fired:  # the job swallowed the CancelledError: its result stands
+            _uncancel(task)
+        return result
 
     async def run_sync(self, fn: Callable[[], Any], timeout: float | None,
                        on_thread_done: Callable[[], None]) -> Any:
@@ -82,8 +191,11 @@ class Executor:
         cannot be stopped, so ``on_thread_done`` fires only when it returns."""
         loop = self._loop = asyncio.get_running_loop()
         job = _ThreadJob(fn, loop.create_future(), on_thread_done)
+        deadline = None
         if timeout is not None:
-            job.timer = loop.call_later(timeout, _expire, job, timeout)
+            deadlines = self._deadlines()
+            deadline = deadlines.add(timeout, job.expire)
+            job.timeout = timeout
         with self._cond:
             if self._closed:
                 raise RuntimeError("the executor is shut down")
@@ -93,8 +205,8 @@ class Executor:
         try:
             return await job.future
         finally:
-            if job.timer is not None:
-                job.timer.cancel()
+            if deadline is not None:
+                deadlines.discard(deadline)
 
     def _wake_one(self) -> None:
         """Under the lock: send one more thread to the queue, an idle one or a new one (none
@@ -172,12 +284,11 @@ class Executor:
                 t.join()
 
 
-def _expire(job: _ThreadJob, timeout: float) -> None:
-    if not job.future.done():
-        job.future.set_exception(JobTimeout(
-            f"the job ran longer than its timeout of {timeout:g} s (its thread cannot be "
-            f"stopped and keeps its worker slot until it returns; use --processes for jobs "
-            f"that must be killed)"))
+def _uncancel(task: asyncio.Task[Any]) -> int:
+    """Withdraw one cancellation request from ``task`` (the timeout's own); the number left.
+    Python 3.10 does not count them: 0."""
+    uncancel = getattr(task, "uncancel", None)
+    return uncancel() if uncancel is not None else 0  # type: ignore[no-any-return]
 
 
 def stuck_job_threads() -> int:
