@@ -83,7 +83,6 @@ def test_async_jobs_past_their_timeouts_fail_and_the_others_finish():
             await never.wait()
 
         async def quick(value: int) -> int:
-            await asyncio.sleep(0)
             return value
 
         loop = asyncio.get_running_loop()
@@ -175,7 +174,7 @@ def test_a_sync_job_past_its_timeout_fails_while_its_thread_runs_on():
         gate = threading.Event()
         thread_done = asyncio.Event()
         try:
-            with pytest.raises(JobTimeout, match="timeout of 0.1 s"):
+            with pytest.raises(JobTimeout, match=r"timeout of 0\.1 s"):
                 await ex.run_sync(lambda: gate.wait(10), 0.1, thread_done.set)
             assert not thread_done.is_set()  # the thread still holds its slot
             assert await ex.run_sync(lambda: "next", 30, lambda: None) == "next"
@@ -195,16 +194,23 @@ def test_one_timer_serves_many_running_jobs():
     async def main() -> None:
         ex = Executor(1)
         loop = asyncio.get_running_loop()
-        release = asyncio.Event()
+        release, all_in = asyncio.Event(), asyncio.Event()
+        count, target = 0, 1
 
         async def wait_release() -> None:
+            nonlocal count
+            count += 1  # its deadline is armed: run_async added it before calling this
+            if count == target:
+                all_in.set()
             await release.wait()
 
         first = asyncio.ensure_future(ex.run_async(wait_release, 30))
-        await asyncio.sleep(0)
+        await all_in.wait()
         scheduled = len(loop._scheduled)  # type: ignore[attr-defined]
+        all_in.clear()
+        target = 201
         others = [asyncio.ensure_future(ex.run_async(wait_release, 30)) for _ in range(200)]
-        await asyncio.sleep(0)
+        await all_in.wait()
         assert len(loop._scheduled) == scheduled  # type: ignore[attr-defined]
         assert len(ex._deadlines()) == 201
         release.set()
