@@ -218,3 +218,14 @@ def test_one_timer_serves_many_running_jobs():
         assert len(ex._deadlines()) == 0
 
     asyncio.run(main())
+
+
+def test_a_sync_job_sent_to_a_shut_down_executor_is_refused_and_leaves_no_deadline():
+    async def main() -> None:
+        ex = Executor(1)
+        ex.shutdown(wait=True)
+        with pytest.raises(RuntimeError, match="shut down"):
+            await ex.run_sync(lambda: None, 30, lambda: None)
+        assert len(ex._deadlines()) == 0
+
+    asyncio.run(main())
