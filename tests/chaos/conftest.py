@@ -1,7 +1,7 @@
 """Fixtures of the reliability tests, and a summary of their figures at the end of the run.
 
-These tests take minutes (chaos ≤ 150 s, rolling restart ≤ 60 s, memory soak about 1 min), so they
-run where ``REDISQ_RELIABILITY=1`` is set (tox sets it in the django52 envs: py310-django52 by
+These tests take minutes (chaos ≤ 150 s, rolling restart ≤ 60 s, memory soak 1 to 1.5 min), so
+they run where ``REDISQ_RELIABILITY=1`` is set (tox sets it in the django52 envs: py310-django52 by
 default). Elsewhere they are reported as skipped, with the reason, never as passed.
 
 The figures each test measures are printed in pytest's terminal summary (CI does not run

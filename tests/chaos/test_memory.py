@@ -8,9 +8,10 @@ maintenance sweep (every heartbeat, 0.5 s here) drops expired ids from the finis
 and Redis expires the job hashes. Then every key is SCANned.
 
 ``REDISQ_SOAK_JOBS`` changes the count (default 100,000). Each phase has its own deadline (the
-worker serving 30 s, the drain 80 s, the sweep and the expiry 20 s each), which bounds the run;
-its wall time is reported, not asserted (about 30-60 s for 100,000 on a 2-core machine, more on
-Python 3.10). Timing targets live in ``bench/``.
+worker serving 30 s, the drain 150 s, the sweep and the expiry 20 s each), which bounds the run;
+its wall time is reported, not asserted (about 30-90 s for 100,000 on a 2-core machine: the
+drain took 73-75 s of the old 80 s deadline on Python 3.10, CI's oldest env). Timing targets
+live in ``bench/``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import re
 import time
 
+import pytest
 import redis
 
 from django_redisq.engine.connection import RedisConnection
@@ -52,6 +54,7 @@ ALLOWED = {
 }
 
 
+@pytest.mark.timeout(300)  # the phases' own deadlines add up to 240 s
 def test_memory_is_bounded_after_a_soak(report):
     server = RedisServer()
     server.start()
@@ -88,7 +91,7 @@ def _soak(server: RedisServer, report) -> None:  # type: ignore[no-untyped-def]
             c = queue.counts()
             return c["queued"] == 0 and c["started"] == 0 and c["scheduled"] == 0
 
-        wait_for(drained, timeout=80, interval=0.1, message=f"not drained: {queue.counts()}")
+        wait_for(drained, timeout=150, interval=0.1, message=f"not drained: {queue.counts()}")
         t_drained = time.monotonic() - t0
         # TTLs pass (1 s), the sweep trims the finished registry, Redis expires the hashes.
         wait_for(lambda: client.zcard(queue.keys.state("finished")) == 0, timeout=20,
