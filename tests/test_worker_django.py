@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 
 import pytest
 from django.core.management import call_command
 
 from django_redisq import signals
+from django_redisq.worker import SharedPasses
 from tests import jobs
 from tests.testapp.models import Note
 
@@ -81,3 +84,50 @@ def test_one_info_line_per_job(r, caplog):
     assert "failed (ValueError)" in by_id[bad.id].getMessage()
     for rec in lines:
         assert rec.queue == "default" and rec.attempt == 1 and rec.function.startswith("tests.")
+
+
+# -- database hygiene of async jobs: passes of close_old_connections shared by the jobs --------
+def test_an_ask_is_answered_by_a_pass_that_started_after_it():
+    """Asks made while a pass runs wait for the next pass, which they share; so a job's
+    hygiene pass never predates its ask, and concurrent jobs do not each hop to the thread."""
+    running, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def tidy() -> None:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            running.set()
+            release.wait(10)
+
+    async def main() -> None:
+        passes = SharedPasses(tidy)
+        first = asyncio.ensure_future(passes())
+        assert await asyncio.to_thread(running.wait, 10)  # the first pass has started
+        later = [asyncio.ensure_future(passes()) for _ in range(5)]
+        # A thread round trip: the five asks (scheduled before it) have run meanwhile.
+        await asyncio.to_thread(lambda: None)
+        assert not first.done() and not any(t.done() for t in later)
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, *later), 10)
+        assert passes.passes == 2  # the first ask's pass, then one for the five
+        assert len(set(calls)) == 1  # asgiref's one sync thread, where the async ORM runs
+
+    asyncio.run(main())
+
+
+def test_a_failed_pass_fails_its_asks_and_the_next_ask_gets_a_new_pass():
+    outcomes = iter([RuntimeError("database gone"), None])
+
+    def tidy() -> None:
+        error = next(outcomes)
+        if error is not None:
+            raise error
+
+    async def main() -> None:
+        passes = SharedPasses(tidy)
+        results = await asyncio.gather(passes(), passes(), return_exceptions=True)
+        assert [str(r) for r in results] == ["database gone", "database gone"]
+        await passes()
+        assert passes.passes == 2
+
+    asyncio.run(main())
