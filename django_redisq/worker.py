@@ -47,6 +47,8 @@ class SharedPasses:
         fut: asyncio.Future[None] = loop.create_future()
         with self._lock:
             waiting = self._waiting
+            # (A pass of another loop, in another thread, is not joined: its futures are
+            # settled on its own loop.)
             start = waiting is None or waiting[0] is not loop
             if start:
                 waiting = self._waiting = (loop, [])
@@ -69,20 +71,22 @@ class SharedPasses:
         error: BaseException | None = None
         try:
             await sync_to_async(run)()
-        except BaseException as exc:
+        except BaseException as exc:  # an Exception fails the asks; a cancel cancels them
             error = exc
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            for fut in waiting[1]:
-                if fut.done():
-                    continue
-                if error is None:
-                    fut.set_result(None)
-                elif isinstance(error, Exception):
-                    fut.set_exception(error)
-                else:
-                    fut.cancel()
+        with self._lock:  # had it failed before it started, no ask may join it now
+            if self._waiting is waiting:
+                self._waiting = None
+        for fut in waiting[1]:
+            if fut.done():  # the asking job was cancelled meanwhile
+                continue
+            if error is None:
+                fut.set_result(None)
+            elif isinstance(error, Exception):
+                fut.set_exception(error)
+            else:
+                fut.cancel()
+        if error is not None and not isinstance(error, Exception):
+            raise error
 
 
 class DjangoHooks(WorkerHooks):

@@ -131,3 +131,27 @@ def test_a_failed_pass_fails_its_asks_and_the_next_ask_gets_a_new_pass():
         assert passes.passes == 2
 
     asyncio.run(main())
+
+
+def test_a_pass_cancelled_before_it_started_leaves_no_ask_waiting():
+    """A pass queued behind other work in the sync thread and cancelled (the loop stopping)
+    cancels its asks, and a later ask gets a pass of its own instead of joining it."""
+    from asgiref.sync import sync_to_async
+
+    release = threading.Event()
+
+    async def main() -> None:
+        passes = SharedPasses(lambda: None)
+        blocker = asyncio.ensure_future(sync_to_async(release.wait)(10))  # holds the thread
+        first = asyncio.ensure_future(passes())
+        await asyncio.to_thread(lambda: None)  # the first ask has been made
+        (pass_task,) = passes._tasks
+        pass_task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        second = asyncio.ensure_future(passes())
+        release.set()
+        await asyncio.wait_for(second, 10)
+        assert await blocker is True
+
+    asyncio.run(main())
