@@ -60,12 +60,16 @@ class SharedPasses:
             task.add_done_callback(self._tasks.discard)
         await fut
 
+    def _close(self, waiting: tuple[Any, list[asyncio.Future[None]]]) -> None:
+        """From now on, an ask waits for the next pass, not for ``waiting``'s."""
+        with self._lock:
+            if self._waiting is waiting:
+                self._waiting = None
+
     async def _pass(self, waiting: tuple[Any, list[asyncio.Future[None]]]) -> None:
         def run() -> None:
-            with self._lock:  # from now on, an ask waits for the next pass
-                if self._waiting is waiting:
-                    self._waiting = None
-                self.passes += 1
+            self._close(waiting)
+            self.passes += 1
             self._fn()
 
         error: BaseException | None = None
@@ -73,9 +77,7 @@ class SharedPasses:
             await sync_to_async(run)()
         except BaseException as exc:  # an Exception fails the asks; a cancel cancels them
             error = exc
-        with self._lock:  # had it failed before it started, no ask may join it now
-            if self._waiting is waiting:
-                self._waiting = None
+        self._close(waiting)  # had it failed before it started, no ask may join it now
         for fut in waiting[1]:
             if fut.done():  # the asking job was cancelled meanwhile
                 continue

@@ -7,6 +7,7 @@ import logging
 import threading
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.core.management import call_command
 
 from django_redisq import signals
@@ -136,8 +137,6 @@ def test_a_failed_pass_fails_its_asks_and_the_next_ask_gets_a_new_pass():
 def test_a_pass_cancelled_before_it_started_leaves_no_ask_waiting():
     """A pass queued behind other work in the sync thread and cancelled (the loop stopping)
     cancels its asks, and a later ask gets a pass of its own instead of joining it."""
-    from asgiref.sync import sync_to_async
-
     release = threading.Event()
 
     async def main() -> None:

@@ -168,22 +168,22 @@ class Executor:
         assert task is not None
         deadlines = self._deadlines()
         deadline = deadlines.add(timeout, task.cancel)
+        withdrawn = False
         try:
-            result = await coro_fn()
+            return await coro_fn()
         except asyncio.CancelledError:
-            if deadline.fired and _uncancel(task) == 0:
-                raise JobTimeout(
-                    f"the job ran longer than its timeout of {timeout:g} s") from None
-            raise
-        except BaseException:
             if deadline.fired:
-                _uncancel(task)
+                withdrawn = True
+                if _uncancel(task) == 0:
+                    raise JobTimeout(
+                        f"the job ran longer than its timeout of {timeout:g} s") from None
             raise
         finally:
             deadlines.discard(deadline)
-        if deadline.fired:  # the job swallowed the CancelledError: its result stands
-            _uncancel(task)
-        return result
+            # A job that swallowed the timeout's CancelledError (its result or error stands)
+            # still has the timeout's cancel withdrawn.
+            if deadline.fired and not withdrawn:
+                _uncancel(task)
 
     async def run_sync(self, fn: Callable[[], Any], timeout: float | None,
                        on_thread_done: Callable[[], None]) -> Any:
