@@ -146,6 +146,20 @@ def _serve_forever() -> dict[str, Any]:
 
 
 # -- django-redisq ------------------------------------------------------------------------------
+def _django_setup(url: str) -> None:
+    """Minimal Django settings for one queue at ``url`` (SQLite in memory), then setup()."""
+    import django
+    from django.conf import settings
+
+    settings.configure(
+        INSTALLED_APPS=["django_redisq"],
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+        REDISQ={"QUEUES": {"default": {"URL": url}}},
+        USE_TZ=True,
+    )
+    django.setup()
+
+
 class Redisq:
     """The engine alone (no Django): RedisConnection + Queue + Worker."""
 
@@ -180,17 +194,7 @@ class Redisq:
         state: dict[str, Any] = {}
 
         def setup() -> None:
-            import django
-            from django.conf import settings
-
-            settings.configure(
-                INSTALLED_APPS=["django_redisq"],
-                DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3",
-                                       "NAME": ":memory:"}},
-                REDISQ={"QUEUES": {"default": {"URL": spec["url"]}}},
-                USE_TZ=True,
-            )
-            django.setup()
+            _django_setup(spec["url"])
             from django_redisq import job
 
             state["job"] = job(benchjobs.noop)
@@ -216,6 +220,8 @@ class Redisq:
         from django_redisq.engine.worker import Worker, WorkerOptions
 
         spec = self.spec
+        if spec["variant_opts"].get("rqworker"):
+            return self._django_worker()
         for fn in (benchjobs.noop, benchjobs.anoop, benchjobs.sleep10, benchjobs.asleep10,
                    benchjobs.echo, benchjobs.aecho):
             registry.register(fn)
@@ -228,6 +234,31 @@ class Redisq:
             return {"t_end": time.monotonic(), "processed": benchjobs.count()}
 
         return Plan(lambda: None, run)
+
+    def _django_worker(self) -> Plan:
+        """The worker ``manage.py rqworker`` runs: Django settings, ``@job`` registration, the
+        Django hooks (connection hygiene, signals), built by ``run_worker``'s own builder."""
+        spec = self.spec
+        state: dict[str, Any] = {}
+
+        def setup() -> None:
+            _django_setup(spec["url"])
+            from django_redisq import job
+            from django_redisq.worker import build_worker
+
+            for fn in (benchjobs.noop, benchjobs.anoop, benchjobs.sleep10, benchjobs.asleep10,
+                       benchjobs.echo, benchjobs.aecho):
+                job(fn)
+            state["worker"] = build_worker(["default"], burst=spec["burst"],
+                                           concurrency=spec["conc"] or self.default_concurrency)
+
+        def run() -> dict[str, Any]:
+            from django_redisq.engine import eventloop
+
+            eventloop.run(state["worker"].run())
+            return {"t_end": time.monotonic(), "processed": benchjobs.count()}
+
+        return Plan(setup, run)
 
     def latency(self) -> Plan:
         q, func = self.queue, self.func
@@ -291,6 +322,31 @@ class RQ:
                     "processed_total": FinishedJobRegistry(queue=self.queue).count}
 
         return Plan(self.redis.ping, run)
+
+    def _django_worker(self) -> Plan:
+        """The worker ``manage.py rqworker`` runs: Django settings, ``@job`` registration, the
+        Django hooks (connection hygiene, signals), built by ``run_worker``'s own builder."""
+        spec = self.spec
+        state: dict[str, Any] = {}
+
+        def setup() -> None:
+            _django_setup(spec["url"])
+            from django_redisq import job
+            from django_redisq.worker import build_worker
+
+            for fn in (benchjobs.noop, benchjobs.anoop, benchjobs.sleep10, benchjobs.asleep10,
+                       benchjobs.echo, benchjobs.aecho):
+                job(fn)
+            state["worker"] = build_worker(["default"], burst=spec["burst"],
+                                           concurrency=spec["conc"] or self.default_concurrency)
+
+        def run() -> dict[str, Any]:
+            from django_redisq.engine import eventloop
+
+            eventloop.run(state["worker"].run())
+            return {"t_end": time.monotonic(), "processed": benchjobs.count()}
+
+        return Plan(setup, run)
 
     def latency(self) -> Plan:
         q, func = self.queue, self.func
