@@ -10,6 +10,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connections
+from django.db.backends.signals import connection_created
 
 from . import signals
 from .conf import get_queue, redisq_settings
@@ -91,12 +92,48 @@ class SharedPasses:
             raise error
 
 
+class SyncThreadTidy:
+    """``close_old_connections`` in asgiref's sync thread, before and after each async job;
+    skipped while no connection can be open there.
+
+    A pass that finds no connection left open in that thread clears ``maybe_open``; any
+    thread opening a connection (``connection_created``) sets it again. While it is clear, a
+    pass would find nothing to close, so jobs that leave the database alone (most async jobs)
+    hop to that thread for nothing: before this check the hops cost a worker of no-op async
+    jobs half its throughput. Jobs that use the database get a pass after they run, as before;
+    the pass before the next job is skipped when that one closed their connection."""
+
+    def __init__(self) -> None:
+        #: Whether a connection may be open in the sync thread (unknown at first).
+        self.maybe_open = True
+        self._passes = SharedPasses(self._tidy)
+        connection_created.connect(self._opened)  # weakly: goes with this object
+
+    @property
+    def passes(self) -> int:
+        """Passes run so far."""
+        return self._passes.passes
+
+    async def __call__(self) -> None:
+        if self.maybe_open:
+            await self._passes()
+
+    def _opened(self, sender: Any, **kwargs: Any) -> None:
+        self.maybe_open = True
+
+    def _tidy(self) -> None:  # in the sync thread, where the async ORM's connections are
+        close_old_connections()
+        # Only this thread opens the connections that matter here, and not while this runs.
+        self.maybe_open = any(conn.connection is not None
+                              for conn in connections.all(initialized_only=True))
+
+
 class DjangoHooks(WorkerHooks):
     """Close stale database connections around each job, as Django's request cycle does, and
     send ``job_started`` / ``job_finished`` / ``job_failed``."""
 
     has_events = True
-    _tidy_async: SharedPasses | None = None
+    _tidy_async: SyncThreadTidy | None = None
 
     def run_sync(self, record: JobRecord, fn: Callable[[], Any]) -> Any:
         close_old_connections()
@@ -110,7 +147,7 @@ class DjangoHooks(WorkerHooks):
         # connections, which is where an async job's queries went.
         tidy = self._tidy_async
         if tidy is None:
-            tidy = self._tidy_async = SharedPasses(close_old_connections)
+            tidy = self._tidy_async = SyncThreadTidy()
         await tidy()
         try:
             return await fn()

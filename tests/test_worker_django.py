@@ -9,9 +9,10 @@ import threading
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.management import call_command
+from django.db import connection
 
 from django_redisq import signals
-from django_redisq.worker import SharedPasses
+from django_redisq.worker import DjangoHooks, SharedPasses
 from tests import jobs
 from tests.testapp.models import Note
 
@@ -152,5 +153,53 @@ def test_a_pass_cancelled_before_it_started_leaves_no_ask_waiting():
         release.set()
         await asyncio.wait_for(second, 10)
         assert await blocker is True
+
+    asyncio.run(main())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_jobs_tidy_the_sync_thread_only_when_a_connection_may_be_open_there():
+    """Async jobs that leave the database alone cost no hop to asgiref's sync thread once a
+    pass found no connection there; a job that used the database still has its connection
+    closed after it (CONN_MAX_AGE 0), and a connection opened in any thread brings the passes
+    back."""
+    hooks = DjangoHooks()
+
+    async def noop() -> None:
+        return None
+
+    async def orm_job() -> bool:
+        await Note.objects.acreate(text="hygiene")
+        return await sync_to_async(lambda: connection.connection is not None)()
+
+    def sync_thread_connection_closed() -> bool:
+        return connection.connection is None
+
+    def query_in_a_thread_of_its_own() -> None:
+        try:
+            Note.objects.count()
+        finally:
+            connection.close()
+
+    async def main() -> None:
+        for _ in range(5):
+            await hooks.run_async(None, noop)  # type: ignore[arg-type]
+        await asyncio.gather(*(hooks.run_async(None, noop)  # type: ignore[arg-type]
+                               for _ in range(10)))
+        tidy = hooks._tidy_async
+        assert tidy is not None
+        assert tidy.passes == 1  # the first ask's: nothing was known about the thread yet
+        assert not tidy.maybe_open
+
+        assert await hooks.run_async(None, orm_job) is True  # type: ignore[arg-type]
+        assert tidy.passes == 2  # after the job only: nothing was open before it
+        assert await sync_to_async(sync_thread_connection_closed)()
+        await hooks.run_async(None, noop)  # type: ignore[arg-type]
+        assert tidy.passes == 2
+
+        await asyncio.to_thread(query_in_a_thread_of_its_own)
+        assert tidy.maybe_open
+        await hooks.run_async(None, noop)  # type: ignore[arg-type]
+        assert tidy.passes == 3 and not tidy.maybe_open
 
     asyncio.run(main())
