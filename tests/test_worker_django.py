@@ -203,3 +203,20 @@ def test_async_jobs_tidy_the_sync_thread_only_when_a_connection_may_be_open_ther
         assert tidy.passes == 3 and not tidy.maybe_open
 
     asyncio.run(main())
+
+
+def test_the_worker_sends_signals_only_while_a_receiver_is_connected():
+    """Without receivers the worker skips the signal calls; a receiver connected later (the
+    worker already running) is seen from the next job on."""
+    hooks = DjangoHooks()
+    assert not hooks.has_events
+
+    def receiver(sender, **kwargs):
+        return None
+
+    signals.job_failed.connect(receiver)
+    try:
+        assert hooks.has_events
+    finally:
+        signals.job_failed.disconnect(receiver)
+    assert not hooks.has_events
