@@ -392,7 +392,7 @@ class Bench:
 
     def _enqueue(self, v: Variant, bulk: bool, procs: list[Proc]) -> dict[str, Any]:
         profile = None
-        if self.args.profile and v.key == "redisq":
+        if self.args.profile and v.system == "redisq":
             profile = str(self.args.outdir / f"{self.args.stamp}-profile-{v.key}-"
                           f"{'E2' if bulk else 'E1'}")
         p = self.start(self.spec(v, "enqueue", bulk=bulk, n=self.args.n, profile=profile))
