@@ -261,3 +261,25 @@ def test_exception_whose_str_raises_fails_the_job(r):
     assert j.record.error["type"] == "tests.jobs.BadStr"
     assert "unprintable BadStr" in j.record.error["message"]
     assert good.result == 2
+
+
+def test_a_lease_renewal_extends_the_leases_still_held_and_reports_the_lost_ones(r):
+    """A heartbeat renews every job a worker holds (running and prefetched): leases it still
+    owns move to the new deadline; a job recovered and claimed by another worker meanwhile
+    is reported lost and keeps the other worker's lease."""
+    from django_redisq.engine.ops import one
+
+    q = get_queue("default")
+    q.enqueue_many([("tests.jobs.add", [i, i], {}) for i in range(30)])
+    _now, claimed = q.run(one(q.claim_call("worker-a", 30, 1_000)))
+    ids = [job_id.decode() for job_id, _fields in claimed]
+    assert len(ids) == 30
+    r.hset(q.keys.job(ids[0]), "worker", "worker-b")
+    r.hset(q.keys.job(ids[1]), "cancel", "1")
+    before = dict(r.zrange(q.keys.state("started"), 0, -1, withscores=True))
+    lost, cancel = q.run(one(q.renew_call("worker-a", 600_000, ids)))
+    assert [x.decode() for x in lost] == [ids[0]]
+    assert [x.decode() for x in cancel] == [ids[1]]
+    after = dict(r.zrange(q.keys.state("started"), 0, -1, withscores=True))
+    assert all(after[i.encode()] > before[i.encode()] + 500_000 for i in ids[1:])
+    assert after[ids[0].encode()] == before[ids[0].encode()]
