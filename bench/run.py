@@ -111,7 +111,7 @@ VARIANTS = [
     Variant("redisq-django", "redisq", "django-redisq (Django @job.delay)", ("E1", "E2"),
             opts={"django": True}),
     Variant("redisq-rqworker", "redisq", "django-redisq (rqworker, sync job)",
-            ("D1", "D2", "S1", "L1"),
+            ("D1", "D2", "S1", "L1", "I1"),
             opts={"rqworker": True}),
     Variant("redisq-rqworker-async", "redisq", "django-redisq (rqworker, async job)",
             ("D1", "D2", "S1", "L1"), mode="async", opts={"rqworker": True}),
