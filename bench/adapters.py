@@ -160,6 +160,11 @@ def _django_setup(url: str) -> None:
     django.setup()
 
 
+#: Every job body the scenarios run, registered by our workers.
+_BODIES = (benchjobs.noop, benchjobs.anoop, benchjobs.sleep10, benchjobs.asleep10,
+           benchjobs.echo, benchjobs.aecho)
+
+
 class Redisq:
     """The engine alone (no Django): RedisConnection + Queue + Worker."""
 
@@ -222,8 +227,7 @@ class Redisq:
         spec = self.spec
         if spec["variant_opts"].get("rqworker"):
             return self._django_worker()
-        for fn in (benchjobs.noop, benchjobs.anoop, benchjobs.sleep10, benchjobs.asleep10,
-                   benchjobs.echo, benchjobs.aecho):
+        for fn in _BODIES:
             registry.register(fn)
         conc = spec["conc"] or self.default_concurrency
         worker = Worker([self.queue], options=WorkerOptions(concurrency=conc,
@@ -246,8 +250,7 @@ class Redisq:
             from django_redisq import job
             from django_redisq.worker import build_worker
 
-            for fn in (benchjobs.noop, benchjobs.anoop, benchjobs.sleep10, benchjobs.asleep10,
-                       benchjobs.echo, benchjobs.aecho):
+            for fn in _BODIES:
                 job(fn)
             state["worker"] = build_worker(["default"], burst=spec["burst"],
                                            concurrency=spec["conc"] or self.default_concurrency)
@@ -322,31 +325,6 @@ class RQ:
                     "processed_total": FinishedJobRegistry(queue=self.queue).count}
 
         return Plan(self.redis.ping, run)
-
-    def _django_worker(self) -> Plan:
-        """The worker ``manage.py rqworker`` runs: Django settings, ``@job`` registration, the
-        Django hooks (connection hygiene, signals), built by ``run_worker``'s own builder."""
-        spec = self.spec
-        state: dict[str, Any] = {}
-
-        def setup() -> None:
-            _django_setup(spec["url"])
-            from django_redisq import job
-            from django_redisq.worker import build_worker
-
-            for fn in (benchjobs.noop, benchjobs.anoop, benchjobs.sleep10, benchjobs.asleep10,
-                       benchjobs.echo, benchjobs.aecho):
-                job(fn)
-            state["worker"] = build_worker(["default"], burst=spec["burst"],
-                                           concurrency=spec["conc"] or self.default_concurrency)
-
-        def run() -> dict[str, Any]:
-            from django_redisq.engine import eventloop
-
-            eventloop.run(state["worker"].run())
-            return {"t_end": time.monotonic(), "processed": benchjobs.count()}
-
-        return Plan(setup, run)
 
     def latency(self) -> Plan:
         q, func = self.queue, self.func
