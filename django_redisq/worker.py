@@ -93,8 +93,8 @@ class SharedPasses:
 
 
 class SyncThreadTidy:
-    """``close_old_connections`` in asgiref's sync thread, before and after each async job;
-    skipped while no connection can be open there.
+    """``close_old_connections`` in asgiref's sync thread, before and after each async job,
+    and whether it is needed there: ``maybe_open`` (callers skip the pass while it is clear).
 
     A pass that finds no connection left open in that thread clears ``maybe_open``; any
     thread opening a connection (``connection_created``) sets it again. While it is clear, a
@@ -115,7 +115,6 @@ class SyncThreadTidy:
         return self._passes.passes
 
     async def __call__(self) -> None:
-        """Tidy the sync thread (callers skip it while ``maybe_open`` is clear)."""
         await self._passes()
 
     def _opened(self, sender: Any, **kwargs: Any) -> None:
