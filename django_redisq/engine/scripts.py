@@ -56,6 +56,13 @@ local function intstr(n)
   return s
 end
 
+-- A netstring, '<length>:<bytes>'. The length goes through '%d': concatenated as a number,
+-- Lua would format it as a float (about 2,000 instructions each, with Redis' libc), and a
+-- job's fields and values are twenty or more strings.
+local function netstr(v)
+  return string.format('%d:', #v) .. v
+end
+
 -- A script that handles many jobs in one call (CLAIM, FINISH, ENQUEUE_MANY) turns ZADDS on:
 -- zadd() then collects its additions and zadd_flush() makes them with one ZADD per key, at
 -- the end. Each redis.call costs more than the work of adding one member, so this saves about
@@ -168,7 +175,7 @@ local function terminate(key, registry, id, status, now, ttl, waited, done_prefi
   if waited then
     local parts = {}
     for _, v in ipairs(redis.call('HGETALL', key)) do
-      parts[#parts + 1] = #v .. ':' .. v
+      parts[#parts + 1] = netstr(v)
     end
     local done = done_prefix .. id
     redis.call('DEL', done)
@@ -974,9 +981,9 @@ local function hand_off(base, id, now, argv)
       local lease = tonumber(string.sub(top[1], 1, sep - 1)) or 30000
       local worker = string.sub(top[1], sep + 1)
       -- The message: the claim time, then the job's fields as enqueued, as netstrings.
-      local parts = {#tostring(now) .. ':' .. now, '2:id', #id .. ':' .. id,
-                     '11:enqueued_at', #tostring(now) .. ':' .. now, '6:status', '6:queued'}
-      for i = 9, #argv do parts[#parts + 1] = #argv[i] .. ':' .. argv[i] end
+      local at = netstr(intstr(now))
+      local parts = {at, '2:id', netstr(id), '11:enqueued_at', at, '6:status', '6:queued'}
+      for i = 9, #argv do parts[#parts + 1] = netstr(argv[i]) end
       if redis.call('PUBLISH', base .. ':to:' .. worker, table.concat(parts)) > 0 then
         return worker, lease
       end
