@@ -220,3 +220,40 @@ def test_the_worker_sends_signals_only_while_a_receiver_is_connected():
     finally:
         signals.job_failed.disconnect(receiver)
     assert not hooks.has_events
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_persistent_connection_keeps_the_sync_thread_tidied_around_every_async_job():
+    """With CONN_MAX_AGE > 0 the connection an async job opened stays open after it, so the
+    jobs after it (even those that leave the database alone) still get their passes: a
+    connection that broke or aged meanwhile is closed before the next job uses it."""
+    from django.db import connections
+
+    hooks = DjangoHooks()
+    settings_dict = connections.settings["default"]
+    old_age = settings_dict.get("CONN_MAX_AGE", 0)
+
+    async def orm_job() -> None:
+        await Note.objects.acreate(text="persistent")
+
+    async def noop() -> None:
+        return None
+
+    def close_sync_thread_connection() -> None:
+        connection.close()
+
+    async def main() -> None:
+        await hooks.run_async(None, orm_job)  # type: ignore[arg-type]
+        tidy = hooks._tidy_async
+        assert tidy is not None and tidy.maybe_open
+        passes = tidy.passes
+        for _ in range(3):
+            await hooks.run_async(None, noop)  # type: ignore[arg-type]
+        assert tidy.passes == passes + 6  # before and after each of the three jobs
+        await sync_to_async(close_sync_thread_connection)()
+
+    settings_dict["CONN_MAX_AGE"] = 60
+    try:
+        asyncio.run(main())
+    finally:
+        settings_dict["CONN_MAX_AGE"] = old_age
