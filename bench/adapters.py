@@ -221,12 +221,12 @@ class Redisq:
         return Plan(setup, run)
 
     def worker(self) -> Plan:
-        from django_redisq.engine import eventloop, registry
-        from django_redisq.engine.worker import Worker, WorkerOptions
-
         spec = self.spec
         if spec["variant_opts"].get("rqworker"):
             return self._django_worker()
+        from django_redisq.engine import eventloop, registry
+        from django_redisq.engine.worker import Worker, WorkerOptions
+
         for fn in _BODIES:
             registry.register(fn)
         conc = spec["conc"] or self.default_concurrency

@@ -25,8 +25,8 @@ _SIGNALS = {"job_started": signals.job_started, "job_finished": signals.job_fini
 
 
 class SharedPasses:
-    """Runs ``fn`` (``close_old_connections``) in asgiref's sync thread for async jobs, one
-    pass for every job that asks while no pass has started.
+    """Runs ``fn`` (the database hygiene) in asgiref's sync thread for async jobs, one pass
+    for every job that asks while no pass has started.
 
     The async ORM runs its queries in that one thread, so that is where an async job's
     connections are; a job asks before and after it runs, as Django's request cycle does. One
@@ -92,7 +92,7 @@ class SharedPasses:
             raise error
 
 
-class SyncThreadTidy:
+class SyncThreadTidy(SharedPasses):
     """``close_old_connections`` in asgiref's sync thread, before and after each async job,
     and whether it is needed there: ``maybe_open`` (callers skip the pass while it is clear).
 
@@ -104,18 +104,10 @@ class SyncThreadTidy:
     the pass before the next job is skipped when that one closed their connection."""
 
     def __init__(self) -> None:
+        super().__init__(self._tidy)
         #: Whether a connection may be open in the sync thread (unknown at first).
         self.maybe_open = True
-        self._passes = SharedPasses(self._tidy)
         connection_created.connect(self._opened)  # weakly: goes with this object
-
-    @property
-    def passes(self) -> int:
-        """Passes run so far."""
-        return self._passes.passes
-
-    async def __call__(self) -> None:
-        await self._passes()
 
     def _opened(self, sender: Any, **kwargs: Any) -> None:
         self.maybe_open = True
