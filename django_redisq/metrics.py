@@ -33,6 +33,7 @@ from .engine.counters import OUTCOMES, parse_stats
 from .engine.keys import STATES
 from .engine.ops import Batch, Cmd, Steps
 from .engine.queue import Queue
+from .metrics_server import MetricsServer
 
 INSTALL_HINT = 'pip install "django-redisq[prometheus]"'
 
@@ -150,13 +151,12 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse(body, content_type=prometheus_client.CONTENT_TYPE_LATEST)
 
 
-def start_metrics_server(port: int, addr: str = "127.0.0.1",
-                         queue_names: Sequence[str] | None = None) -> Any:
-    """Serve ``/metrics`` on ``addr:port`` from a daemon thread (``rqworker --metrics-port``).
-
-    Returns what ``prometheus_client.start_http_server`` returns (the server and thread)."""
+def bind_metrics_server(port: int, addr: str = "127.0.0.1",
+                        queue_names: Sequence[str] | None = None) -> MetricsServer:
+    """Bind ``addr:port`` for ``rqworker --metrics-port``; the caller chooses how to serve it
+    (a thread, or a process of its own under ``--processes``). ``OSError`` if it cannot bind."""
     require()
-    return prometheus_client.start_http_server(port, addr=addr, registry=registry(queue_names))
+    return MetricsServer(port, addr, prometheus_client.make_wsgi_app(registry(queue_names)))
 
 
 def url_mounted() -> bool:

@@ -126,10 +126,11 @@ class WorkerProcess:
             self.proc.wait()
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, 9)  # the worker and any children it supervises
-            self.proc.wait()
+        # The whole process group, even when the worker itself has exited: children it
+        # supervised may have outlived it (a supervisor killed with SIGKILL).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, 9)
+        self.proc.wait()
         self.log.close()
         os.unlink(self.log.name)
 

@@ -92,7 +92,7 @@ def test_sigkill_after_commit_before_push_runs_the_job_exactly_once(r, worker_pr
     job = get_queue("outbox").job(job_id)
     # The relay takes rows older than OUTBOX_RELAY_AFTER (1 s here), polling every 0.2 s.
     wait_for(lambda: job.status is not None, timeout=15, interval=0.05,
-             message=f"the relay did not push the job:\n{w.output()}")
+             message=lambda: f"the relay did not push the job:\n{w.output()}")
     assert job.get(timeout=10) == 1
     wait_for(lambda: not OutboxJob.objects.exists(), timeout=10, message="row not deleted")
     assert r.get("runs") == b"1"

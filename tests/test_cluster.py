@@ -67,7 +67,7 @@ def test_enqueue_work_retry_schedule_and_admin_across_nodes(spread, worker_proc,
     # from each queue's own node) make it claim.
     first = get_queue(names[0])
     wait_for(lambda: first.run(_zcard(workers_key(first.prefix))) == 1, timeout=20,
-             message=f"the worker did not register:\n{w.output()}")
+             message=lambda: f"the worker did not register:\n{w.output()}")
 
     handles: dict[str, list[Any]] = {}
     for i, name in enumerate(names):
@@ -81,7 +81,7 @@ def test_enqueue_work_retry_schedule_and_admin_across_nodes(spread, worker_proc,
 
     every = [h for hs in handles.values() for h in hs] + batch
     wait_for(lambda: all(h.status == "finished" for h in every) and failing.status == "failed",
-             timeout=30, message=f"jobs did not end:\n{w.output()}")
+             timeout=30, message=lambda: f"jobs did not end:\n{w.output()}")
     for i, name in enumerate(names):
         assert [h.result for h in handles[name][:5]] == [n + i for n in range(5)]
         assert handles[name][5].result == 2 * i  # delayed, promoted on its node
@@ -119,7 +119,7 @@ def test_enqueue_work_retry_schedule_and_admin_across_nodes(spread, worker_proc,
     detail = reverse("admin:django_redisq_job_requeue", args=[names[1], failing.id])
     assert admin_client.post(detail).status_code in (200, 302)
     wait_for(lambda: failing.refresh().attempts == 2 and failing.status == "failed",
-             timeout=15, message=f"the requeued job did not run again:\n{w.output()}")
+             timeout=15, message=lambda: f"the requeued job did not run again:\n{w.output()}")
     # Job.get() blocks (BLMOVE on the job's node) until the worker finishes the job.
     later = jobs.add.using(queue=names[2], delay=0.5, on_commit=False).delay(20, 22)
     assert later.get(timeout=15) == 42
@@ -144,7 +144,7 @@ def test_worker_rides_out_the_loss_of_its_subscription_node(spread, worker_proc,
                          "REDISQ_TEST_HEARTBEAT": "0.5", "REDISQ_TEST_LEASE": "5"})
     first = [jobs.add.using(queue=n, on_commit=False).delay(1, 1) for n in names]
     wait_for(lambda: all(j.status == "finished" for j in first), timeout=20,
-             message=f"jobs did not finish:\n{w.output()}")
+             message=lambda: f"jobs did not finish:\n{w.output()}")
 
     def subscription_node():  # type: ignore[no-untyped-def]
         for n in cluster.nodes:
@@ -155,7 +155,7 @@ def test_worker_rides_out_the_loss_of_its_subscription_node(spread, worker_proc,
     node = wait_for(subscription_node, timeout=10)
     node.kill()
     wait_for(lambda: "Redis error while" in w.output(), timeout=20,
-             message=f"the worker did not notice the lost node:\n{w.output()}")
+             message=lambda: f"the worker did not notice the lost node:\n{w.output()}")
     node.start()  # its nodes.conf brings back its slots; its data and scripts are gone
     for n in cluster.nodes:
         c = n.client()
@@ -163,12 +163,12 @@ def test_worker_rides_out_the_loss_of_its_subscription_node(spread, worker_proc,
     # The queue whose slot is on the restarted node starts empty (no persistence).
     after = [jobs.add.using(queue=n, on_commit=False).delay(2, 2) for n in names]
     wait_for(lambda: all(j.status == "finished" for j in after), timeout=30,
-             message=f"jobs after the node came back did not finish:\n{w.output()}")
+             message=lambda: f"jobs after the node came back did not finish:\n{w.output()}")
     # Subscribed again: an idle worker is woken by Pub/Sub alone (it never polls queues).
     assert wait_for(subscription_node, timeout=10) is not None
     woken = [jobs.add.using(queue=n, on_commit=False).delay(3, 3) for n in names]
     wait_for(lambda: all(j.status == "finished" for j in woken), timeout=10,
-             message=f"the idle worker was not woken:\n{w.output()}")
+             message=lambda: f"the idle worker was not woken:\n{w.output()}")
     assert w.proc.poll() is None and "internal task" not in w.output(), w.output()
 
 
@@ -182,7 +182,7 @@ def test_limits_on_a_cluster_queue(spread, worker_proc, r):
     rated = [jobs.rated.using(queue=name, on_commit=False).delay(str(i)) for i in range(13)]
     w = worker_proc(name, "--concurrency", "8", env={"REDISQ_TEST_QUEUES": json.dumps(queues)})
     wait_for(lambda: all(h.status == "finished" for h in limited + rated), timeout=30,
-             message=f"limited jobs did not end:\n{w.output()}")
+             message=lambda: f"limited jobs did not end:\n{w.output()}")
     assert int(r.get("cl:max")) == 2
     starts = sorted(int(x) for x in r.lrange("test:starts", 0, -1))
     assert starts[-1] - starts[0] >= 250  # 3 jobs past the bucket of 10, 100 ms apart

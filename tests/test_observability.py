@@ -6,9 +6,11 @@ import io
 import json
 import logging
 import os
+import signal
 import threading
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +19,7 @@ from django.test import Client
 from django.urls import reverse
 from prometheus_client.parser import text_string_to_metric_families
 
-from django_redisq import get_queue, metrics
+from django_redisq import get_queue, metrics, stats
 from django_redisq.checks import check_metrics
 from django_redisq.engine.counters import BUCKETS, JobCounters, parse_stats
 from django_redisq.engine.ops import one
@@ -121,7 +123,7 @@ def test_metrics_view_refuses_non_staff_and_wrong_tokens_and_accepts_the_token(
 def test_live_workers_gauge_counts_a_running_worker(admin_client, r, worker_proc):
     w = worker_proc("default", "low")
     wait_for(lambda: sample(scrape(admin_client), "redisq_workers") == 1, timeout=20,
-             message=f"the worker never appeared:\n{w.output()}")
+             message=lambda: f"the worker never appeared:\n{w.output()}")
     s = scrape(admin_client)
     assert sample(s, "redisq_queue_workers", queue="low") == 1
     assert sample(s, "redisq_queue_workers", queue="high") == 0
@@ -175,10 +177,64 @@ def test_rqworker_serves_metrics_on_its_port(r, worker_proc, processes):
     wait_for(lambda: _metrics_text(
         port, 'redisq_queue_jobs{queue="default",state="finished"} 1.0',
         'redisq_jobs_total{function="tests.jobs.add",outcome="finished",queue="default"} 1.0'),
-        timeout=20, message=f"no metrics served:\n{w.output()}")
+        timeout=20, message=lambda: f"no metrics served:\n{w.output()}")
     if processes:
         wait_for(lambda: _metrics_text(port, "redisq_workers 2.0"), timeout=20,
-                 message=f"the children never showed as live workers:\n{w.output()}")
+                 message=lambda: f"the children never showed as live workers:\n{w.output()}")
+
+
+def _children(pid: int) -> set[int]:
+    """Live (not zombie) processes whose parent is ``pid``, from /proc."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            found.add(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_supervisor_serves_metrics_from_a_process_of_its_own(r, worker_proc):
+    """A metrics thread in the supervisor made every fork of a worker a fork of a
+    multi-threaded process, and a worker forked mid-scrape hung on an import lock. The server is
+    a supervised process instead: the supervisor keeps one thread, a killed server is replaced on
+    the same port, and a supervisor killed outright takes its server with it."""
+    port = _free_port()
+    w = worker_proc("default", "--metrics-port", str(port), "--processes", "2")
+    wait_for(lambda: _metrics_text(port, "redisq_workers 2.0"), timeout=20,
+             message=lambda: f"no metrics served:\n{w.output()}")
+    assert "\nThreads:\t1\n" in Path(f"/proc/{w.pid}/status").read_text()
+    workers = {s.pid for s in stats.snapshot(["default"]).workers if s.alive}
+    (server,) = _children(w.pid) - workers
+    os.kill(server, signal.SIGKILL)
+    wait_for(lambda: len(_children(w.pid) - workers - {server}) == 1
+             and _metrics_text(port, "redisq_workers 2.0"), timeout=20,
+             message=lambda: f"the metrics server was not replaced:\n{w.output()}")
+    (server,) = _children(w.pid) - workers
+    w.kill()  # SIGKILL: no chance to end its children
+    wait_for(lambda: not _alive(server), timeout=10,
+             message="the metrics server outlived its supervisor")
+    assert _metrics_text(port) is None
+
+
+def test_burst_supervisor_with_metrics_exits_when_its_workers_do(r, worker_proc):
+    port = _free_port()
+    get_queue("default").enqueue("tests.jobs.add", [1, 2])
+    w = worker_proc("default", "--burst", "--metrics-port", str(port), "--processes", "2")
+    assert w.wait(30) == 0, w.output()
+    assert _metrics_text(port) is None
+    assert get_queue("default").counts()["finished"] == 1
 
 
 def test_metrics_without_prometheus_client_fail_early_naming_the_extra(monkeypatch, settings):

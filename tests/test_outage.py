@@ -63,12 +63,12 @@ def test_worker_survives_a_5_second_outage_and_finishes_jobs_afterwards(worker_p
         with override_settings(REDISQ=queues_at(server.url)):
             before = [jobs.add.delay(i, 1) for i in range(20)]
             wait_for(lambda: all(j.status == "finished" for j in before), timeout=20,
-                     message=f"jobs before the outage did not finish:\n{w.output()}")
+                     message=lambda: f"jobs before the outage did not finish:\n{w.output()}")
 
             server.kill()  # Redis vanishes, as on a crash or a host reboot
             down_since = time.monotonic()
             wait_for(lambda: "Redis error while" in w.output(), timeout=15,
-                     message=f"the worker did not notice the outage:\n{w.output()}")
+                     message=lambda: f"the worker did not notice the outage:\n{w.output()}")
             while time.monotonic() - down_since < 5:  # the outage lasts 5 s
                 assert w.proc.poll() is None, f"the worker died:\n{w.output()}"
                 time.sleep(0.1)
@@ -77,7 +77,7 @@ def test_worker_survives_a_5_second_outage_and_finishes_jobs_afterwards(worker_p
 
             after = [jobs.add.delay(i, 2) for i in range(20)]
             wait_for(lambda: all(j.status == "finished" for j in after), timeout=20,
-                     message=f"jobs after the outage did not finish:\n{w.output()}")
+                     message=lambda: f"jobs after the outage did not finish:\n{w.output()}")
             recovered_in = time.monotonic() - back
             assert [j.result for j in after] == [i + 2 for i in range(20)]
             assert w.proc.poll() is None, f"the worker died:\n{w.output()}"

@@ -159,7 +159,7 @@ def test_a_prefetched_job_that_starts_loses_its_mark(r, redis_server):
         assert started.wait(20)
         # Claimed as prefetched behind "quick", started when quick ended: unmarked since.
         wait_for(lambda: r.hget(key, "pf") == b"0", timeout=20,
-                 message=f"pf is {r.hget(key, 'pf')!r}")
+                 message=lambda: f"pf is {r.hget(key, 'pf')!r}")
         worker.stop(graceful=True)
         gate.set()
 

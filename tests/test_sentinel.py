@@ -232,7 +232,7 @@ def idle_worker_and_planned_failover(sentinel: SentinelSet, sentinel_queues: dic
     first = enqueue("default", "before")
     assert first is not None
     wait_for(lambda: first.status == "finished", timeout=20,
-             message=f"the worker did not run the first job:\n{w.output()}")
+             message=lambda: f"the worker did not run the first job:\n{w.output()}")
     request_failover(sentinel)
     sentinel.wait_promoted(sentinel.replica)
     get_queue("default").connection.close()
@@ -257,7 +257,7 @@ def test_an_idle_worker_follows_the_master_when_its_wake_up_went_to_the_new_one(
 
     old.client().replicaof(*new.address)  # as an operator restoring the old master would
     wait_for(lambda: job.status == "finished", timeout=20, interval=0.1,
-             message=f"the job enqueued on the new master did not run:\n{w.output()}")
+             message=lambda: f"the job enqueued on the new master did not run:\n{w.output()}")
     assert "has moved: listening on the new one" in w.output(), w.output()
 
 
@@ -279,22 +279,22 @@ def test_a_hand_off_relayed_by_the_demoted_master_is_not_run(sentinel, sentinel_
     moving = enqueue("default", "moving")
     assert moving is not None
     wait_for(lambda: moving.status == "finished", timeout=20,
-             message=f"the job that moves the worker's commands did not run:\n{w.output()}")
+             message=lambda: f"the job that moves the worker's commands did not run:\n{w.output()}")
 
     # Once the worker offers again, on the new master, the next job's enqueue hands it to the
     # worker there: PUBLISH counts no receiver, the job is queued, and the old node relays
     # the message to the worker.
     idle = get_queue("default").keys.idle
     offers = wait_for(lambda: new.client().zrange(idle, 0, -1), timeout=10,
-                      message=f"the worker did not offer on the new master:\n{w.output()}")
+                      message=lambda: f"the worker did not offer on the new master:\n{w.output()}")
     worker_name = offers[0].decode().split("|", 1)[1]
     job = enqueue("default", "relayed")
     assert job is not None
     wait_for(lambda: job.status == "finished", timeout=20,
-             message=f"the job enqueued after the failover did not run:\n{w.output()}")
+             message=lambda: f"the job enqueued after the failover did not run:\n{w.output()}")
     # That message tells the worker that it listens on a former master: it moves there.
     channel = get_queue("default").keys.handoff(worker_name)
     wait_for(lambda: new.client().pubsub_numsub(channel)[0][1] == 1, timeout=10,
-             message=f"the worker did not listen on the new master:\n{w.output()}")
+             message=lambda: f"the worker did not listen on the new master:\n{w.output()}")
     runs = [x for x in r.lrange("test:record", 0, -1) if x == b"relayed"]
     assert len(runs) == 1, (runs, w.output())

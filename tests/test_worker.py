@@ -31,7 +31,7 @@ def test_50_async_jobs_run_at_once(r, worker_proc):
     handles = [jobs.async_gate.delay("c", "c:go") for _ in range(50)]
     w = worker_proc("high", "default", "--concurrency", "50")
     wait_for(lambda: int(r.get("c:max") or 0) >= 50, timeout=20,
-             message=f"async jobs did not reach 50 at once:\n{w.output()}")
+             message=lambda: f"async jobs did not reach 50 at once:\n{w.output()}")
     r.set("c:go", "1")
     wait_for(lambda: all(h.status == "finished" for h in handles), timeout=20)
     assert int(r.get("c:max")) == 50
@@ -41,7 +41,7 @@ def test_sync_jobs_overlap_in_threads(r, worker_proc):
     handles = [jobs.sync_gate.delay("t", "t:go") for _ in range(8)]
     w = worker_proc("default", "--concurrency", "8")
     wait_for(lambda: int(r.get("t:max") or 0) >= 8, timeout=20,
-             message=f"sync jobs did not overlap:\n{w.output()}")
+             message=lambda: f"sync jobs did not overlap:\n{w.output()}")
     r.rpush("t:go", "1")
     wait_for(lambda: all(h.status == "finished" for h in handles), timeout=20)
 
@@ -50,7 +50,7 @@ def test_sync_jobs_overlap_across_processes(r, worker_proc):
     handles = [jobs.sync_gate.delay("p", "p:go") for _ in range(2)]
     w = worker_proc("default", "--processes", "2", "--concurrency", "1")
     wait_for(lambda: int(r.get("p:max") or 0) >= 2, timeout=20,
-             message=f"two processes did not run two jobs at once:\n{w.output()}")
+             message=lambda: f"two processes did not run two jobs at once:\n{w.output()}")
     r.rpush("p:go", "1")
     wait_for(lambda: all(h.status == "finished" for h in handles), timeout=20)
     workers = r.zrange("redisq:{workers}", 0, -1)

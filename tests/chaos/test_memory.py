@@ -91,20 +91,21 @@ def _soak(server: RedisServer, report) -> None:  # type: ignore[no-untyped-def]
             c = queue.counts()
             return c["queued"] == 0 and c["started"] == 0 and c["scheduled"] == 0
 
-        wait_for(drained, timeout=150, interval=0.1, message=f"not drained: {queue.counts()}")
+        wait_for(drained, timeout=150, interval=0.1,
+                 message=lambda: f"not drained: {queue.counts()}")
         t_drained = time.monotonic() - t0
         # TTLs pass (1 s), the sweep trims the finished registry, Redis expires the hashes.
         wait_for(lambda: client.zcard(queue.keys.state("finished")) == 0, timeout=20,
                  interval=0.1, message="the finished registry was not trimmed")
         wait_for(lambda: client.dbsize() < 20, timeout=20, interval=0.1,
-                 message=f"{client.dbsize()} keys left")
+                 message=lambda: f"{client.dbsize()} keys left")
 
         def processed() -> int:
             return int(client.hget("redisq:{workers}:" + _worker_name(client), "processed") or 0)
 
         # The worker's own count, from its heartbeat (every 0.5 s): every job ran.
         wait_for(lambda: processed() >= JOBS, timeout=10, interval=0.1,
-                 message=f"the worker reports {processed()} jobs done")
+                 message=lambda: f"the worker reports {processed()} jobs done")
         finished = processed()
 
         leftovers: dict[str, int] = {}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
@@ -14,6 +15,9 @@ from ...apps import autodiscover
 from ...conf import queue_names
 from ...engine.executors import stuck_job_threads
 from ...worker import reset_after_fork, run_worker
+
+if TYPE_CHECKING:
+    from ...metrics_server import MetricsServer
 
 
 class Command(BaseCommand):
@@ -89,8 +93,9 @@ class Command(BaseCommand):
                 self._exit(run_parent())
                 return
         port = options["metrics_port"]
-        if port is not None:  # in the process that runs the worker (or its supervisor)
-            self._serve_metrics(port, options["metrics_addr"])
+        # Bound here, in the process that runs the worker (or its supervisor), so that a port
+        # in use stops the command before any worker starts.
+        server = None if port is None else self._bind_metrics(port, options["metrics_addr"])
         registered = autodiscover()
         logging.getLogger("django_redisq.worker").debug("registered jobs: %s", registered)
         overrides = {"concurrency": options["concurrency"], "burst": options["burst"],
@@ -108,12 +113,14 @@ class Command(BaseCommand):
                                              **overrides),
                 grace=redisq_settings().shutdown_grace if grace is None else grace)
         elif processes:
-            code = self._supervise(names, processes, overrides)
+            code = self._supervise(names, processes, overrides, server)
         else:
+            if server:
+                server.serve_in_thread()
             code = run_worker(names, **overrides)
         self._exit(code)
 
-    def _serve_metrics(self, port: int, addr: str) -> None:
+    def _bind_metrics(self, port: int, addr: str) -> MetricsServer:
         from ... import metrics
 
         if not 0 < port < 65536:
@@ -121,13 +128,15 @@ class Command(BaseCommand):
         if not metrics.available():
             raise CommandError(f"--metrics-port needs prometheus-client: {metrics.INSTALL_HINT}")
         try:
-            metrics.start_metrics_server(port, addr)
+            server = metrics.bind_metrics_server(port, addr)
         except OSError as exc:
             raise CommandError(f"cannot serve metrics on {addr}:{port}: {exc}") from exc
         logging.getLogger("django_redisq.worker").info(
             "serving Prometheus metrics on http://%s:%d/metrics", addr, port)
+        return server
 
-    def _supervise(self, names: list[str], processes: int, overrides: dict[str, Any]) -> int:
+    def _supervise(self, names: list[str], processes: int, overrides: dict[str, Any],
+                   metrics_server: MetricsServer | None) -> int:
         from ...engine.supervisor import Supervisor
 
         base_name = overrides.pop("name", None)
@@ -135,12 +144,24 @@ class Command(BaseCommand):
 
         def child_main(slot: int) -> int:
             reset_after_fork()
+            if metrics_server:
+                metrics_server.close()  # the sidecar's to serve
             name = f"{base_name}-{slot}" if base_name else None
             return run_worker(names, name=name, exit_on_sync_timeout=True,
                               info={"supervisor": parent}, **overrides)
 
+        sidecar: Callable[[], int] | None = None
+        if metrics_server is not None:
+            server = metrics_server
+
+            def serve_metrics() -> int:
+                reset_after_fork()
+                server.serve_while_parent(parent)
+                return 0
+
+            sidecar = serve_metrics
         return Supervisor(processes, child_main, before_fork=connections.close_all,
-                          burst=bool(overrides.get("burst"))).run()
+                          burst=bool(overrides.get("burst")), sidecar=sidecar).run()
 
     def _setup_logging(self, verbosity: int) -> None:
         logger = logging.getLogger("django_redisq")
