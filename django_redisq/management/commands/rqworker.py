@@ -63,8 +63,8 @@ class Command(BaseCommand):
                                  "first, within the grace period")
         parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                             help="serve Prometheus metrics at http://ADDR:PORT/metrics "
-                                 "(needs django-redisq[prometheus]); with --processes, the "
-                                 "supervisor serves them")
+                                 "(needs django-redisq[prometheus]); with --processes, a "
+                                 "process of the supervisor's own serves them")
         parser.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
                             help="address the metrics server binds (default: 127.0.0.1)")
 
