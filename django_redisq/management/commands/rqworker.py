@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -150,16 +150,12 @@ class Command(BaseCommand):
             return run_worker(names, name=name, exit_on_sync_timeout=True,
                               info={"supervisor": parent}, **overrides)
 
-        sidecar: Callable[[], int] | None = None
-        if metrics_server is not None:
-            server = metrics_server
+        def serve_metrics(server: MetricsServer) -> int:
+            reset_after_fork()
+            server.serve_while_parent(parent)
+            return 0
 
-            def serve_metrics() -> int:
-                reset_after_fork()
-                server.serve_while_parent(parent)
-                return 0
-
-            sidecar = serve_metrics
+        sidecar = partial(serve_metrics, metrics_server) if metrics_server else None
         return Supervisor(processes, child_main, before_fork=connections.close_all,
                           burst=bool(overrides.get("burst")), sidecar=sidecar).run()
 
