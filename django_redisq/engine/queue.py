@@ -265,6 +265,9 @@ class Queue:
                 f"MAX_PAYLOAD_BYTES limit of {self.max_payload_bytes}; store large data "
                 f"elsewhere (database, object storage) and pass its id"
             )
+        # A new random id names no job yet, so the script need not look for one (see ENQUEUE);
+        # an outbox entry's or a cron tick's id may have been sent before.
+        fresh = job_id is None and not once and not outbox
         if job_id is None:
             job_id = new_job_id()
         elif not isinstance(job_id, str) or not job_id or len(job_id) > 200:
@@ -337,7 +340,8 @@ class Queue:
             scripts.ENQUEUE_SCRIPT,
             [k.job(job_id), once_key] if once_key else [k.job(job_id)],
             [job_id, k.base, at_ms, delay_ms, priority, "" if tick is None else tick,
-             json.dumps(dep_ids) if dep_ids else "", "1" if run_anyway else "0",
+             json.dumps(dep_ids) if dep_ids else "",
+             ("1" if run_anyway else "0") if dep_ids else ("new" if fresh else "0"),
              *encode_fields(fields)],
         )
         return Prepared(self, job_id, call, once_key if outbox else None)

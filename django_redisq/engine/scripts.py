@@ -391,7 +391,10 @@ end
 # KEYS: job, [once]
 # ARGV: id, base (the queue's key prefix, "<prefix>:{<queue>}"), at_ms (0: none), delay_ms
 #       (0: none), priority, once_tick ('' : none; then KEYS[2] is the once key),
-#       depends_on (JSON list of ids, '' : none), run_anyway ('1'/'0'), field, value, ...
+#       depends_on (JSON list of ids, '' : none), then with depends_on run_anyway ('1'/'0'),
+#       without it 'new' when the id is one the client just made at random (no job can hold
+#       it, so the check for an active job with this id is skipped) and '0' otherwise,
+#       field, value, ...
 # The queue's other keys are named from ``base`` here (same hash tag, so the same Cluster
 # slot as the job key): an enqueue sends 8 arguments and the job's fields, not 20 key names.
 # Returns {1, status} when created, {0, status} when a job with this id is still active, and
@@ -407,7 +410,7 @@ if ARGV[6] ~= '' then
   if tick <= (tonumber(redis.call('GET', KEYS[2])) or -1) then return {0, 'once'} end
   redis.call('SET', KEYS[2], ARGV[6])
 end
-local st = redis.call('HGET', KEYS[1], 'status')
+local st = ARGV[8] ~= 'new' and redis.call('HGET', KEYS[1], 'status')
 if st then
   if st == 'queued' or st == 'scheduled' or st == 'started' or st == 'deferred' then
     return {0, st}
@@ -1026,7 +1029,8 @@ return out
 _ENQUEUE_FAST = r"""
 if ARGV[6] == '' and ARGV[7] == '' and ARGV[3] == '0' and ARGV[4] == '0' then
   local queued = ARGV[2] .. ':queued'
-  if redis.call('ZCARD', queued) > 0 and not redis.call('HGET', KEYS[1], 'status') then
+  if redis.call('ZCARD', queued) > 0
+      and (ARGV[8] == 'new' or not redis.call('HGET', KEYS[1], 'status')) then
     local t = redis.call('TIME')
     -- now_ms() as a string, from TIME's strings: seconds, then the microseconds' first 3 of 6
     -- digits (Redis before 7.2 formats a number argument with '%.17g', a costly conversion).
