@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import subprocess
 import sys
 import threading
@@ -48,6 +49,18 @@ def test_a_connection_closed_by_the_server_is_replaced_before_use(r):
     job = jobs.add.using(on_commit=False).delay(1, 2)
     assert job.status == "queued"
     assert client.client_id() != before
+
+
+def test_a_reply_left_unread_never_answers_the_next_command(r):
+    """A command whose caller stopped before reading its reply (an exception between send and
+    read) leaves the reply on the connection: the next command must not read it as its own."""
+    client = get_queue("default").connection.client()
+    client.connection.send_command("ECHO", "stale")
+    sock = client.connection._sock
+    assert select.select([sock], [], [], 5)[0], "the reply did not arrive within 5 s"
+    again = get_queue("default").connection.client()
+    assert again.echo("fresh") == b"fresh"
+    assert again.echo("next") == b"next"
 
 
 # Forked from a fresh, single-threaded interpreter: forking the test process, which runs

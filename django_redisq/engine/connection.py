@@ -111,6 +111,9 @@ def _sentinel_kwargs(config: SentinelConfig, retry_class: Any) -> dict[str, Any]
     return {"retry": retry_class(NoBackoff(), 0), **config.sentinel_kwargs}
 
 
+_poll = getattr(select, "poll", None)
+
+
 def _has_input(conn: Any) -> bool:
     """Whether a connection between commands has anything to read, which makes it unusable:
     the server's end of a closed connection, or the reply of a command whose caller stopped
@@ -125,9 +128,6 @@ def _has_input(conn: Any) -> bool:
     p = _poll()
     p.register(sock, select.POLLIN)
     return bool(p.poll(0))
-
-
-_poll = getattr(select, "poll", None)
 
 
 class RedisConnection:
