@@ -39,3 +39,28 @@ def test_redis_cost_counts_instructions_per_job():
     assert set(counts) == {"enqueue", "claim x10", "finish x10", "claim x1", "finish x1"}
     # A job's script calls run thousands of instructions on the server: the counting worked.
     assert all(value > 10_000 for value in counts.values()), counts
+
+
+def test_enqueue_models_times_and_counts_every_way():
+    """bench/enqueue_models.py (the README's command) times every way and counts the Redis
+    instructions of the raw ones. Without huey (not in the test env), no huey rows."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "enqueue_models.py"), "--rounds", "1", "--n", "50",
+         "--instructions"],
+        capture_output=True, text=True, timeout=240, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {}
+    for line in proc.stdout.splitlines():
+        parts = line.rsplit(None, 4)
+        if len(parts) == 5 and parts[1].replace(".", "").isdigit():
+            rows[parts[0].strip()] = parts[4]
+    raw = {"redisq script", "MULTI HSET script", "MULTI HSET ZADD", "HSET + LPUSH",
+           "SET + LPUSH", "LPUSH record"}
+    assert raw | {"Queue.enqueue()"} <= set(rows), proc.stdout
+    # Every raw way's commands reached the server, which did real work for them; the script,
+    # which also writes the record, did more than a lone LPUSH.
+    counts = {name: int(rows[name].replace(",", "")) for name in raw}
+    assert all(c > 1_000 for c in counts.values()), counts
+    assert counts["redisq script"] > counts["LPUSH record"], counts
+    assert rows["Queue.enqueue()"] == "-"
