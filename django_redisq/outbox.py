@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from .engine.job import Job
 from .engine.ops import Call
-from .engine.queue import Prepared
+from .engine.queue import ENQUEUE_FIELDS, Prepared
 from .engine.scripts import ENQUEUE_SCRIPT
 
 log = logging.getLogger("django_redisq.outbox")
@@ -54,11 +54,17 @@ def _load_value(v: Any) -> Any:
     return v
 
 
+#: The layout of ENQUEUE's arguments that stored calls use. Rows without one were written
+#: before the layout of 2026-12 (options by position, every field as a pair) and are converted
+#: when loaded, so that a row that outlives an upgrade still makes its job.
+CALL_LAYOUT = 2
+
+
 def dump_call(prepared: Prepared) -> str:
     """The prepared enqueue call as JSON text (payload bytes in base64)."""
     return json.dumps({"keys": list(prepared.call.keys),
                        "args": [_dump_value(a) for a in prepared.call.args],
-                       "marker": prepared.marker})
+                       "marker": prepared.marker, "layout": CALL_LAYOUT})
 
 
 def load_prepared(queue_name: str, job_id: str, text: str) -> Prepared:
@@ -66,8 +72,24 @@ def load_prepared(queue_name: str, job_id: str, text: str) -> Prepared:
     from .conf import get_queue
 
     data = json.loads(text)
-    call = Call(ENQUEUE_SCRIPT, data["keys"], [_load_value(a) for a in data["args"]])
+    args = [_load_value(a) for a in data["args"]]
+    if data.get("layout") is None:
+        args = _from_first_layout(args)
+    call = Call(ENQUEUE_SCRIPT, data["keys"], args)
     return Prepared(get_queue(queue_name), job_id, call, data["marker"])
+
+
+def _from_first_layout(args: list[Any]) -> list[Any]:
+    """ENQUEUE's arguments in the first layout (id, base, at_ms, delay_ms, priority, tick,
+    depends_on as JSON, flag, then every field as a pair) in the current one."""
+    job_id, base, at_ms, delay_ms, priority, tick, deps, flag, *pairs = args
+    fields = dict(zip(pairs[::2], pairs[1::2]))
+    by_position = [fields.pop(name, "") for name in ENQUEUE_FIELDS]  # "": no timeout
+    dep_ids = json.loads(deps) if deps else []
+    options = (json.dumps([int(at_ms), int(delay_ms), str(tick), dep_ids])
+               if int(at_ms) or int(delay_ms) or tick != "" or dep_ids else "")
+    return [job_id, base, priority, flag, options, *by_position,
+            *[x for pair in fields.items() for x in pair]]
 
 
 def enqueue(prepared: Prepared, token: str, func: str,

@@ -38,7 +38,7 @@ from . import signals
 from .engine.context import JobContext, set_current
 from .engine.errors import PayloadError, UnknownFunction
 from .engine.job import SCHEMA_VERSION, Job, JobRecord
-from .engine.queue import Prepared
+from .engine.queue import Prepared, enqueue_fields
 from .engine.registry import registry
 from .engine.retry import retry_delay
 from .engine.worker import Worker, describe_exception
@@ -89,7 +89,7 @@ class _EagerRun:
     """The state of one eager job across its attempts; shared by the sync and async paths."""
 
     def __init__(self, prepared: Prepared) -> None:
-        fields = dict(zip(prepared.call.args[8::2], prepared.call.args[9::2]))
+        fields = enqueue_fields(prepared.call)
         fields["id"] = prepared.id
         now = int(time.time() * 1000)
         self.queue = prepared.queue

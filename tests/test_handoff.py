@@ -204,8 +204,10 @@ def test_a_malformed_job_handed_over_fails_with_its_reason(r, redis_server):
             wait_for(lambda: offers(r) == ["30000|reader"], message="no offer")
             k = q.keys
             q.run(one(Call(ENQUEUE_SCRIPT, [k.job(bad_id)],
-                           [bad_id, k.base, 0, 0, 0, "", "", "0",
-                            "v", "99", "queue", "default", "func", "ok", "payload", "[[],{}]"])))
+                           # id, base, priority, flag, options, then v (unreadable),
+                           # queue, func, payload, timeout, result_ttl, failure_ttl
+                           [bad_id, k.base, 0, "0", "", "99", "default", "ok", "[[],{}]",
+                            "", 60000, 60000])))
             wait_for(lambda: q.job_status(bad_id) == "failed",
                      message="the malformed job did not fail")
             wait_for(lambda: offers(r) == ["30000|reader"], message="no offer after the failure")

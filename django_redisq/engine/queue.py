@@ -146,6 +146,21 @@ def handoff_record(message: bytes, worker: str) -> tuple[str, JobRecord | Payloa
         return job_id, exc
 
 
+#: The job fields an ENQUEUE call passes by position, from its 6th argument on (see ENQUEUE in
+#: the scripts); the others follow as field, value pairs.
+ENQUEUE_FIELDS = ("v", "queue", "func", "payload", "timeout", "result_ttl", "failure_ttl")
+
+
+def enqueue_fields(call: Call) -> dict[str, Any]:
+    """The job fields an ENQUEUE call (``Prepared.call``) writes, besides ``id``, ``status``
+    and ``enqueued_at``."""
+    n = len(ENQUEUE_FIELDS)
+    fields = dict(zip(ENQUEUE_FIELDS, call.args[5:5 + n]))
+    pairs = call.args[5 + n:]
+    fields.update(zip(pairs[::2], pairs[1::2]))
+    return fields
+
+
 def new_job_id() -> str:
     """A random job id: a version-4 UUID's 32 hex digits (``uuid.uuid4().hex``, built in a
     third of the time: an enqueue makes one)."""
@@ -307,25 +322,19 @@ class Queue:
             timeout = self.default_timeout
         elif not isinstance(timeout, (int, float)) or timeout <= 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        # Defaults are left out (the record reads them back as such): no ``attempts`` (the
-        # claim counts from 0), no ``priority`` 0, no ``ser`` json; ``id`` and ``status`` are
+        # The fields every job has go by position (see ENQUEUE_FIELDS); the others as pairs,
+        # defaults left out (the record reads them back as such): no ``attempts`` (the claim
+        # counts from 0), no ``priority`` 0, no ``ser`` json; ``id`` and ``status`` are
         # written by the script.
-        fields = {
-            "v": SCHEMA_VERSION,
-            "queue": self.name,
-            "func": func,
+        extra = {
             "ser": None if self.serializer.name == "json" else self.serializer.name,
-            "payload": payload,
             "priority": priority or None,
-            "timeout": timeout,
             "retry": retry.to_dict() if retry else None,
-            "result_ttl": _ms(self.result_ttl if result_ttl is None else result_ttl),
-            "failure_ttl": _ms(self.failure_ttl if failure_ttl is None else failure_ttl),
             "meta": meta or None,
             "trace": tracing.carrier() if tracing.ENABLED else None,
         }
         if limits is not None:
-            fields.update(limits.fields(args, kwargs))
+            extra.update(limits.fields(args, kwargs))
         k = self.keys
         # ``once`` is (key, tick): the script enqueues only if the key holds no tick >= this
         # one, and records it. Cron ticks use it for "exactly once per tick"; an outbox entry
@@ -336,13 +345,19 @@ class Queue:
             once_key, tick = k.outbox_pushed(outbox), 1
         else:
             once_key, tick = None, None
+        # A plain job (the common case) sends '' for its options, and takes the script's
+        # short path.
+        options = (json.dumps([at_ms, delay_ms, "" if tick is None else str(tick), dep_ids])
+                   if at_ms or delay_ms or tick is not None or dep_ids else "")
         call = Call(
             scripts.ENQUEUE_SCRIPT,
             [k.job(job_id), once_key] if once_key else [k.job(job_id)],
-            [job_id, k.base, at_ms, delay_ms, priority, "" if tick is None else tick,
-             json.dumps(dep_ids) if dep_ids else "",
-             ("1" if run_anyway else "0") if dep_ids else ("new" if fresh else "0"),
-             *encode_fields(fields)],
+            [job_id, k.base, priority,
+             ("1" if run_anyway else "0") if dep_ids else ("new" if fresh else "0"), options,
+             SCHEMA_VERSION, self.name, func, payload, "" if timeout is None else timeout,
+             _ms(self.result_ttl if result_ttl is None else result_ttl),
+             _ms(self.failure_ttl if failure_ttl is None else failure_ttl),
+             *encode_fields(extra)],
         )
         return Prepared(self, job_id, call, once_key if outbox else None)
 

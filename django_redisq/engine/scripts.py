@@ -389,14 +389,18 @@ end
 """
 
 # KEYS: job, [once]
-# ARGV: id, base (the queue's key prefix, "<prefix>:{<queue>}"), at_ms (0: none), delay_ms
-#       (0: none), priority, once_tick ('' : none; then KEYS[2] is the once key),
-#       depends_on (JSON list of ids, '' : none), then with depends_on run_anyway ('1'/'0'),
-#       without it 'new' when the id is one the client just made at random (no job can hold
-#       it, so the check for an active job with this id is skipped) and '0' otherwise,
-#       field, value, ...
+# ARGV: id, base (the queue's key prefix, "<prefix>:{<queue>}"), priority, then with
+#       dependencies run_anyway ('1'/'0'), without them 'new' when the id is one the client
+#       just made at random (no job can hold it, so the check for an active job with this id
+#       is skipped) and '0' otherwise; options: '' for a plain job, else the JSON list
+#       [at_ms (0: none), delay_ms (0: none), once_tick ('': none; else KEYS[2] is the once
+#       key), [ids the job depends on]]; then the values of the fields every job has, v, queue,
+#       func, payload, timeout ('': none), result_ttl, failure_ttl (their names are here, not
+#       sent: queue.py's ENQUEUE_FIELDS), then field, value, ... for the others.
 # The queue's other keys are named from ``base`` here (same hash tag, so the same Cluster
-# slot as the job key): an enqueue sends 8 arguments and the job's fields, not 20 key names.
+# slot as the job key), and a script argument costs Redis about 1,000 instructions: a plain
+# enqueue sends 5 arguments and its fields' values, not 20 key names, its options one by one,
+# or the names of fields every job has.
 # Returns {1, status} when created, {0, status} when a job with this id is still active, and
 # {0, 'once'} when ``once`` already records this tick or a later one (cron: exactly once), and
 # {0, 'missing', id} when a dependency does not exist (never enqueued, or expired).
@@ -405,12 +409,19 @@ local id, base = ARGV[1], ARGV[2]
 local queued, scheduled, seq = base .. ':queued', base .. ':scheduled', base .. ':seq'
 local canceled, deferred, channel = base .. ':canceled', base .. ':deferred', base .. ':wake'
 local job_prefix = base .. ':job:'
-if ARGV[6] ~= '' then
-  local tick = tonumber(ARGV[6])
-  if tick <= (tonumber(redis.call('GET', KEYS[2])) or -1) then return {0, 'once'} end
-  redis.call('SET', KEYS[2], ARGV[6])
+local at, delay, tick, deps = 0, 0, '', {}
+if ARGV[5] ~= '' then
+  local o = cjson.decode(ARGV[5])
+  at, delay, tick, deps = tonumber(o[1]) or 0, tonumber(o[2]) or 0, o[3], o[4]
 end
-local st = ARGV[8] ~= 'new' and redis.call('HGET', KEYS[1], 'status')
+local fields = {'v', ARGV[6], 'queue', ARGV[7], 'func', ARGV[8], 'payload', ARGV[9],
+                'timeout', ARGV[10], 'result_ttl', ARGV[11], 'failure_ttl', ARGV[12]}
+for i = 13, #ARGV do fields[#fields + 1] = ARGV[i] end
+if tick ~= '' then
+  if tonumber(tick) <= (tonumber(redis.call('GET', KEYS[2])) or -1) then return {0, 'once'} end
+  redis.call('SET', KEYS[2], tick)
+end
+local st = ARGV[4] ~= 'new' and redis.call('HGET', KEYS[1], 'status')
 if st then
   if st == 'queued' or st == 'scheduled' or st == 'started' or st == 'deferred' then
     return {0, st}
@@ -422,21 +433,20 @@ if st then
 end
 local now = MANY.now or now_ms()
 local pending, failed_dep = 0, nil
-if ARGV[7] ~= '' then
-  local deps = cjson.decode(ARGV[7])
+if #deps > 0 then
   for _, d in ipairs(deps) do
     local ds = redis.call('HGET', job_prefix .. d, 'status')
     if not ds then return {0, 'missing', d} end
     if ds == 'failed' or ds == 'canceled' then
-      if ARGV[8] ~= '1' then failed_dep = d end
+      if ARGV[4] ~= '1' then failed_dep = d end
     elseif ds ~= 'finished' then
       pending = pending + 1
     end
   end
 end
 local due = 0
-if tonumber(ARGV[3]) > 0 then due = tonumber(ARGV[3]) end
-if tonumber(ARGV[4]) > 0 then due = now + tonumber(ARGV[4]) end
+if at > 0 then due = at end
+if delay > 0 then due = now + delay end
 local status = 'queued'
 if failed_dep then status = 'canceled'
 elseif pending > 0 then status = 'deferred'
@@ -444,18 +454,18 @@ elseif due > now then status = 'scheduled' end
 local worker, lease, was_empty = nil, 0, nil
 if status == 'queued' then
   was_empty = not MANY.queued and redis.call('ZCARD', queued) == 0
-  if was_empty then worker, lease = hand_off(base, id, now, ARGV) end
+  if was_empty then worker, lease = hand_off(base, id, now, fields) end
 end
 if worker then
   redis.call('HSET', KEYS[1], 'id', id, 'enqueued_at', now, 'status', 'started',
-             'started_at', now, 'worker', worker, 'attempts', '1', 'pf', '1', unpack(ARGV, 9))
+             'started_at', now, 'worker', worker, 'attempts', '1', 'pf', '1', unpack(fields))
   redis.call('ZADD', base .. ':started', now + lease, id)
   return {1, 'started'}
 elseif status == 'scheduled' then
   redis.call('HSET', KEYS[1], 'id', id, 'enqueued_at', now, 'status', status,
-             'scheduled_for', due, unpack(ARGV, 9))
+             'scheduled_for', due, unpack(fields))
 else
-  redis.call('HSET', KEYS[1], 'id', id, 'enqueued_at', now, 'status', status, unpack(ARGV, 9))
+  redis.call('HSET', KEYS[1], 'id', id, 'enqueued_at', now, 'status', status, unpack(fields))
 end
 if failed_dep then
   local err = cjson.encode({type = 'DependencyFailed', traceback = '',
@@ -466,9 +476,9 @@ if failed_dep then
   return {1, 'canceled'}
 end
 if pending > 0 then
-  redis.call('HSET', KEYS[1], 'pending', pending, 'dep_any', ARGV[8])
+  redis.call('HSET', KEYS[1], 'pending', pending, 'dep_any', ARGV[4])
   redis.call('ZADD', deferred, now, id)
-  for _, d in ipairs(cjson.decode(ARGV[7])) do
+  for _, d in ipairs(deps) do
     local ds = redis.call('HGET', job_prefix .. d, 'status')
     if ds ~= 'finished' and ds ~= 'failed' and ds ~= 'canceled' then
       redis.call('SADD', base .. ':dependents:' .. d, id)
@@ -482,7 +492,7 @@ if status == 'scheduled' then
   push_scheduled(scheduled, channel, id, due)
   return {1, 'scheduled'}
 end
-push_queued(queued, seq, channel, id, ARGV[5], was_empty)
+push_queued(queued, seq, channel, id, ARGV[3], was_empty)
 return {1, 'queued'}
 """
 
@@ -967,9 +977,9 @@ def _script(name: str, body: str) -> Script:
 # the receivers on the queue's node (workers do not offer there).
 _HAND_OFF_FN = r"""
 -- Called only when the queue is empty: a job never overtakes those already waiting.
-local function hand_off(base, id, now, argv)
-  for i = 9, #argv, 2 do
-    if argv[i] == 'limit_key' then return nil end
+local function hand_off(base, id, now, fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == 'limit_key' then return nil end
   end
   local idle = base .. ':idle'
   for _ = 1, 3 do
@@ -986,7 +996,7 @@ local function hand_off(base, id, now, argv)
       -- The message: the claim time, then the job's fields as enqueued, as netstrings.
       local at = netstr(intstr(now))
       local parts = {at, '2:id', netstr(id), '11:enqueued_at', at, '6:status', '6:queued'}
-      for i = 9, #argv do parts[#parts + 1] = netstr(argv[i]) end
+      for _, v in ipairs(fields) do parts[#parts + 1] = netstr(v) end
       if redis.call('PUBLISH', base .. ':to:' .. worker, table.concat(parts)) > 0 then
         return worker, lease
       end
@@ -1024,22 +1034,24 @@ return out
 # the id is 'new', TIME, HSET, INCR, ZADD; the same fields, score and reply) before any helper
 # is defined: a script's whole text runs on every call, and building the general path's helpers
 # and tables, with its numbers formatted by Redis, took a fifth of this enqueue's Redis
-# instructions (callgrind, Redis 7.0: 132,431 -> 105,820 per job; 102,207 without the HGET).
-# Any other job falls through to the general path, having cost it one ZCARD (or, for an id the
-# caller chose, a ZCARD and an HGET).
+# instructions (callgrind, Redis 7.0: 132,431 -> 105,820 per job; 102,207 without the HGET;
+# 94,871 with 12 arguments instead of 22, see ENQUEUE's). Any other job falls through to the
+# general path, having cost it one ZCARD (or, for an id the caller chose, a ZCARD and an HGET).
 _ENQUEUE_FAST = r"""
-if ARGV[6] == '' and ARGV[7] == '' and ARGV[3] == '0' and ARGV[4] == '0' then
+if ARGV[5] == '' then
   local queued = ARGV[2] .. ':queued'
   if redis.call('ZCARD', queued) > 0
-      and (ARGV[8] == 'new' or not redis.call('HGET', KEYS[1], 'status')) then
+      and (ARGV[4] == 'new' or not redis.call('HGET', KEYS[1], 'status')) then
     local t = redis.call('TIME')
     -- now_ms() as a string, from TIME's strings: seconds, then the microseconds' first 3 of 6
     -- digits (Redis before 7.2 formats a number argument with '%.17g', a costly conversion).
     local now = t[1] .. string.sub('00000' .. t[2], -6, -4)
     redis.call('HSET', KEYS[1], 'id', ARGV[1], 'enqueued_at', now, 'status', 'queued',
-               unpack(ARGV, 9))
+               'v', ARGV[6], 'queue', ARGV[7], 'func', ARGV[8], 'payload', ARGV[9],
+               'timeout', ARGV[10], 'result_ttl', ARGV[11], 'failure_ttl', ARGV[12],
+               unpack(ARGV, 13))
     -- The score of push_queued().
-    local p = tonumber(ARGV[5]) or 0
+    local p = tonumber(ARGV[3]) or 0
     if p ~= p then p = 0 end
     if p > 100 then p = 100 elseif p < -100 then p = -100 end
     local n = redis.call('INCR', ARGV[2] .. ':seq')
