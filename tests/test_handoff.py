@@ -242,3 +242,35 @@ def test_a_bulk_enqueue_for_an_idle_worker_hands_over_the_first_and_queues_the_r
 
     run_alongside(worker, scenario)
     assert ran == list(range(150))
+
+
+def test_jobs_of_a_queue_without_a_default_timeout_run_with_none(r, redis_server):
+    """A queue made with ``default_timeout=None`` sends its jobs with no timeout: handed to an
+    idle worker, queued behind another, or claimed, each runs and reads back with none."""
+    gate = threading.Event()
+    registry = Registry()
+
+    def hold() -> str:
+        gate.wait(20)
+        return "held"
+
+    registry.register(hold, "hold")
+    registry.register(lambda: "ok", "ok")
+    q = Queue("default", RedisConnection(redis_server.url), default_timeout=None)
+    worker = Worker([q], options=WorkerOptions(concurrency=1, name="w1", prefetch=0),
+                    registry=registry)
+
+    def scenario() -> None:
+        try:
+            wait_for(lambda: offers(r) == ["30000|w1"], message="the idle worker made no offer")
+            first = q.enqueue("hold")  # handed over: the worker is busy with it
+            wait_for(lambda: first.status == "started", message="the job was not handed over")
+            queued = [q.enqueue("ok"), q.enqueue("ok")]  # the second takes the short path
+            assert [j.refresh().record.timeout for j in (first, *queued)] == [None] * 3
+            gate.set()
+            assert first.get(timeout=10) == "held"
+            assert [j.get(timeout=10) for j in queued] == ["ok", "ok"]
+        finally:
+            worker.stop()
+
+    run_alongside(worker, scenario)
