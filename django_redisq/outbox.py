@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from .engine.job import Job
 from .engine.ops import Call
-from .engine.queue import ENQUEUE_FIELDS, Prepared
+from .engine.queue import ENQUEUE_FIELDS, Prepared, enqueue_options
 from .engine.scripts import ENQUEUE_SCRIPT
 
 log = logging.getLogger("django_redisq.outbox")
@@ -85,9 +85,8 @@ def _from_first_layout(args: list[Any]) -> list[Any]:
     job_id, base, at_ms, delay_ms, priority, tick, deps, flag, *pairs = args
     fields = dict(zip(pairs[::2], pairs[1::2]))
     by_position = [fields.pop(name, "") for name in ENQUEUE_FIELDS]  # "": no timeout
-    dep_ids = json.loads(deps) if deps else []
-    options = (json.dumps([int(at_ms), int(delay_ms), str(tick), dep_ids])
-               if int(at_ms) or int(delay_ms) or tick != "" or dep_ids else "")
+    options = enqueue_options(int(at_ms), int(delay_ms), None if tick == "" else tick,
+                              json.loads(deps) if deps else [])
     return [job_id, base, priority, flag, options, *by_position,
             *[x for pair in fields.items() for x in pair]]
 

@@ -161,6 +161,14 @@ def enqueue_fields(call: Call) -> dict[str, Any]:
     return fields
 
 
+def enqueue_options(at_ms: int, delay_ms: int, tick: int | str | None,
+                    dep_ids: list[str]) -> str:
+    """ENQUEUE's options argument: '' for a plain job, which takes the script's short path."""
+    if not (at_ms or delay_ms or tick is not None or dep_ids):
+        return ""
+    return json.dumps([at_ms, delay_ms, "" if tick is None else str(tick), dep_ids])
+
+
 def new_job_id() -> str:
     """A random job id: a version-4 UUID's 32 hex digits (``uuid.uuid4().hex``, built in a
     third of the time: an enqueue makes one)."""
@@ -345,15 +353,12 @@ class Queue:
             once_key, tick = k.outbox_pushed(outbox), 1
         else:
             once_key, tick = None, None
-        # A plain job (the common case) sends '' for its options, and takes the script's
-        # short path.
-        options = (json.dumps([at_ms, delay_ms, "" if tick is None else str(tick), dep_ids])
-                   if at_ms or delay_ms or tick is not None or dep_ids else "")
         call = Call(
             scripts.ENQUEUE_SCRIPT,
             [k.job(job_id), once_key] if once_key else [k.job(job_id)],
             [job_id, k.base, priority,
-             ("1" if run_anyway else "0") if dep_ids else ("new" if fresh else "0"), options,
+             ("1" if run_anyway else "0") if dep_ids else ("new" if fresh else "0"),
+             enqueue_options(at_ms, delay_ms, tick, dep_ids),
              SCHEMA_VERSION, self.name, func, payload, "" if timeout is None else timeout,
              _ms(self.result_ttl if result_ttl is None else result_ttl),
              _ms(self.failure_ttl if failure_ttl is None else failure_ttl),
