@@ -120,7 +120,10 @@ def _has_input(conn: Any) -> bool:
     before reading it.
 
     One ``poll()`` of the socket (0.7 us), where redis-py's ``can_read()`` makes three system
-    calls (2.8 us): this runs before every command of a sync client. Where there is no
+    calls (2.8 us): this runs before every command of a sync client. The socket is all there
+    is to look at: ``can_read()`` also looks in the parser's buffer, but a read interrupted
+    with part of a reply buffered disconnects the connection (redis-py 5.0.1 and later, on
+    any exception), so a connected one never holds a stale reply there. Where there is no
     ``poll()`` (Windows), or no socket to poll, ``can_read()``."""
     sock = getattr(conn, "_sock", None)
     if sock is None or _poll is None:
