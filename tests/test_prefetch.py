@@ -214,9 +214,9 @@ def test_jobs_ending_one_at_a_time_are_refilled_in_batches(r, redis_server):
 
 def test_a_deep_queue_of_short_jobs_is_claimed_in_batches_bigger_than_the_slots(r, redis_server):
     """Once the worker knows its jobs are short, one claim fills the free slots and the
-    prefetch buffer (up to 9 jobs per slot), and a top-up, once half the buffer is used, is
-    about one full claim (50 jobs): 600 no-op jobs at concurrency 10 take about 15 claims
-    (32 with a buffer of 3 per slot), not one per 10 jobs. All still run once."""
+    prefetch buffer (up to 20 jobs per slot), and a top-up, once half the buffer is used, is
+    about one full claim (100 jobs, as two scripts of 50): 600 no-op jobs at concurrency 10
+    take about 16 claim scripts, not one per 10 jobs. All still run once."""
     ran: list[int] = []
 
     async def work(i: int) -> None:
@@ -224,3 +224,34 @@ def test_a_deep_queue_of_short_jobs_is_claimed_in_batches_bigger_than_the_slots(
 
     claims = _claims_to_run(r, redis_server.url, work, ran, 600, concurrency=10)
     assert claims <= 20, f"{claims} claims for 600 jobs"
+
+
+def test_a_claim_of_more_than_50_jobs_goes_as_scripts_of_50_in_one_round_trip(r, redis_server):
+    """A script holds Redis, which serves no one else meanwhile, so a big claim is split into
+    scripts of at most 50 jobs; they go in one pipeline, so the worker still waits for one
+    round trip. The jobs come back in queue order, each once, and only those beyond
+    ``run_now`` are marked prefetched."""
+    q = _queue(redis_server.url)
+    ids = [j.id for j in q.enqueue_many([("noop", (), {})] * 130)]
+    q.run(one(q.claim_call("warm-up", 0, 60_000)))  # the script is loaded
+    r.config_resetstat()
+    reads_before = int(r.info("stats")["total_reads_processed"])
+    replies = q.run(one(q.claim_op("me", 120, 60_000, run_now=60)))
+    reads = int(r.info("stats")["total_reads_processed"]) - reads_before
+    assert [job_id.decode() for _at, job_id, _fields in replies] == ids[:120]
+    assert r.info("commandstats")["cmdstat_evalsha"]["calls"] == 3  # 50 + 50 + 20
+    assert reads <= 2, f"{reads} requests read: the claims were not one pipeline"  # + INFO
+    marks = [r.hget(q.keys.job(i), "pf") for i in ids[:120]]
+    assert marks == [b"0"] * 60 + [b"1"] * 60
+    assert q.job_ids("queued") == ids[120:]
+
+
+def test_a_split_claim_that_empties_the_queue_still_offers_to_take_the_next_job(
+        r, redis_server):
+    """With an offer (direct hand-off), the claim that finds the queue empty makes it: the
+    last of the scripts, whichever of them emptied the queue."""
+    q = _queue(redis_server.url)
+    ids = [j.id for j in q.enqueue_many([("noop", (), {})] * 70)]  # the second script empties it
+    replies = q.run(one(q.claim_op("me", 120, 60_000, run_now=120, offer_ttl_ms=30_000)))
+    assert [job_id.decode() for _at, job_id, _fields in replies] == ids
+    assert r.zrange(q.keys.idle, 0, -1) == [b"60000|me"]

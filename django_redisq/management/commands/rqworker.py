@@ -38,7 +38,7 @@ class Command(BaseCommand):
                                  "with its process (which is replaced)")
         parser.add_argument("--prefetch", type=int, default=None,
                             help="jobs claimed ahead of free slots, so a freed slot starts the "
-                                 "next job without a round trip (default: 9 x the concurrency; 0 "
+                                 "next job without a round trip (default: 20 x the concurrency; 0 "
                                  "for long jobs that other workers could start sooner)")
         parser.add_argument("--burst", "-b", action="store_true",
                             help="exit once the queues are empty and no job runs")
