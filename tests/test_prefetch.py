@@ -255,3 +255,18 @@ def test_a_split_claim_that_empties_the_queue_still_offers_to_take_the_next_job(
     replies = q.run(one(q.claim_op("me", 120, 60_000, run_now=120, offer_ttl_ms=30_000)))
     assert [job_id.decode() for _at, job_id, _fields in replies] == ids
     assert r.zrange(q.keys.idle, 0, -1) == [b"60000|me"]
+
+
+def test_a_claim_after_the_queue_ran_dry_is_one_script(r, redis_server):
+    """More than one script's worth (several claim scripts in one pipeline) is asked only of
+    a queue whose last claim came back full. Once a claim found the queue empty, the next
+    look is one script, however big the prefetch buffer has grown meanwhile."""
+    ran: list[int] = []
+
+    async def work(i: int) -> None:
+        ran.append(i)
+
+    # ZPOPMIN calls: the first claim pops the one job, then finds the queue empty (2); once
+    # that job ran the buffer has room for 200, and the burst worker's last look before it
+    # exits is one script, one ZPOPMIN (two scripts, each with its own, when split).
+    assert _claims_to_run(r, redis_server.url, work, ran, 1, concurrency=10) == 3

@@ -47,7 +47,7 @@ from .errors import JobTimeout, PayloadError, RedisQError, UnknownFunction
 from .executors import Executor
 from .job import JobRecord
 from .ops import Batch, Call, Cmd, one
-from .queue import Queue, claimed_record, handoff_record
+from .queue import CLAIM_SCRIPT_JOBS, Queue, claimed_record, handoff_record
 from .registry import Registered, Registry
 from .registry import registry as default_registry
 from .retry import class_path, retry_delay
@@ -112,8 +112,9 @@ class WorkerOptions:
     scheduler: bool = True
     #: Process-mode child: a sync job past its timeout takes the process down with it.
     exit_on_sync_timeout: bool = False
-    #: Most jobs claimed in one call (``None``: CLAIM_BATCH, or the concurrency if higher; a
-    #: claim takes no more than the free slots and the prefetch buffer have room for).
+    #: Most jobs claimed in one round trip (``None``: CLAIM_BATCH, or the concurrency if
+    #: higher; a claim takes no more than the free slots and the prefetch buffer have room for,
+    #: in scripts of at most ``queue.CLAIM_SCRIPT_JOBS`` jobs).
     batch: int | None = None
     #: Most jobs claimed ahead of free slots, so that a slot that frees starts the next job
     #: without a round trip (``None``: PREFETCH_PER_SLOT x the concurrency; 0: never). The buffer
@@ -264,6 +265,8 @@ class Worker:
         self._slots = 0
         self._claimed = 0
         self._maybe = {q.name: True for q in self.queues}
+        #: Queues whose last claim came back full: the next one may take a round trip's worth.
+        self._deep = {q.name: False for q in self.queues}
         #: The queues of each Redis deployment served: each has its own wake-up listener, as
         #: a queue's PUBLISH reaches only the subscribers of its own deployment.
         groups: dict[int, list[Queue]] = {}
@@ -476,14 +479,19 @@ class Worker:
                 continue
             gen = self._gen[queue.name]
             offer = self._offer_ttl_ms if queue.name in self._handoff else 0
+            # More than one script's worth only from a queue whose last claim came back full:
+            # a claim of a queue that may be nearly empty costs one script, not several.
+            want = n if self._deep[queue.name] else min(n, CLAIM_SCRIPT_JOBS)
             replies = await queue.arun(one(queue.claim_op(
-                self.name, n, self.lease_ms, max(0, run_now), offer_ttl_ms=offer)))
-            if offer and len(replies) < n:
+                self.name, want, self.lease_ms, max(0, run_now), offer_ttl_ms=offer)))
+            full = len(replies) >= want
+            self._deep[queue.name] = full
+            if offer and not full:
                 self._reoffer.discard(queue.name)  # the claim emptied the queue: offer made
             for _at_ms, job_id, _fields in replies[max(0, run_now):]:
                 self._prefetched.add((queue.name, job_id.decode(errors="replace")))
             run_now -= len(replies)
-            if len(replies) < n and self._gen[queue.name] == gen:
+            if not full and self._gen[queue.name] == gen:
                 self._maybe[queue.name] = False
             self._claimed += len(replies)
             n -= len(replies)
@@ -492,6 +500,8 @@ class Worker:
                     out.append((queue, claimed_record(job_id, fields, self.name, at_ms)))
                 except PayloadError as exc:
                     self._reject(queue, job_id.decode(errors="replace"), exc)
+            if full:
+                break  # this queue may hold more: lower-priority queues wait (strict priority)
         return out
 
     def _reject(self, queue: Queue, job_id: str, exc: BaseException) -> None:
