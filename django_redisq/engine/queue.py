@@ -108,11 +108,6 @@ def _claim_reply(reply: list[Any]) -> tuple[int, list[tuple[bytes, list[bytes]]]
     return int(reply[0]), [(pair[0], pair[1]) for pair in reply[1]]
 
 
-def _claimed_triples(reply: list[Any]) -> list[tuple[int, bytes, list[bytes]]]:
-    at_ms = int(reply[0])
-    return [(at_ms, pair[0], pair[1]) for pair in reply[1]]
-
-
 def _merge_claims(replies: list[tuple[int, list[tuple[bytes, list[bytes]]]]]
                   ) -> list[tuple[int, bytes, list[bytes]]]:
     return [(at_ms, job_id, fields) for at_ms, pairs in replies for job_id, fields in pairs]
@@ -674,7 +669,7 @@ class Queue:
         return Call(scripts.CLAIM_SCRIPT, keys, args, parse=_claim_reply)
 
     def claim_op(self, worker: str, n: int, lease_ms: int, run_now: int,
-                 offer_ttl_ms: int = 0) -> Call | Batch:
+                 offer_ttl_ms: int = 0) -> Batch:
         """``claim_call`` for up to ``n`` jobs in one round trip, as claims of at most
         ``CLAIM_SCRIPT_JOBS`` jobs each, pipelined: Redis serves other clients between two
         scripts, never during one. The reply is ``[(claimed_at_ms, id, hash fields as read
@@ -688,9 +683,7 @@ class Queue:
             calls.append(self.claim_call(worker, size, lease_ms, min(run_now, size),
                                          offer_ttl_ms=0 if left else offer_ttl_ms))
             run_now = max(0, run_now - size)
-        if len(calls) == 1:
-            return Call(calls[0].script, calls[0].keys, calls[0].args, parse=_claimed_triples)
-        return Batch(calls, parse=_merge_claims)
+        return Batch(calls, parse=_merge_claims)  # one call alone goes as a plain command
 
     def offer_call(self, worker: str, lease_ms: int, ttl_ms: int) -> Call:
         """Offer, for ``ttl_ms``, to take this queue's next job directly: an enqueue onto the
