@@ -270,3 +270,27 @@ def test_a_claim_after_the_queue_ran_dry_is_one_script(r, redis_server):
     # that job ran the buffer has room for 200, and the burst worker's last look before it
     # exits is one script, one ZPOPMIN (two scripts, each with its own, when split).
     assert _claims_to_run(r, redis_server.url, work, ran, 1, concurrency=10) == 3
+
+
+def test_a_big_claim_takes_no_lower_priority_job_while_a_higher_queue_may_hold_more(
+        r, redis_server):
+    """A claim asks a queue not known to be deep for one script's worth (50 jobs), less than
+    the free room; when that comes back full the queue may hold more, so the claim stops
+    there instead of filling the rest from a lower-priority queue. Jobs start in claim
+    order, and every job of ``high`` starts before any of ``low``."""
+    ran: list[str] = []
+
+    async def work(tag: str) -> None:
+        ran.append(tag)
+
+    registry = Registry()
+    registry.register(work, "work")
+    conn = RedisConnection(redis_server.url)
+    high, low = Queue("high", conn), Queue("low", conn)
+    low.enqueue_many([("work", [f"low{i}"], {}) for i in range(20)])
+    high.enqueue_many([("work", [f"high{i}"], {}) for i in range(300)])
+    worker = Worker([high, low], options=WorkerOptions(concurrency=10, burst=True),
+                    registry=registry)
+    worker._avg_run = 0.001  # as after short jobs: the first claim has room for 100
+    asyncio.run(worker.run())
+    assert ran == [f"high{i}" for i in range(300)] + [f"low{i}" for i in range(20)]
