@@ -123,6 +123,12 @@ def test_enqueue_work_retry_schedule_and_admin_across_nodes(spread, worker_proc,
     # Job.get() blocks (BLMOVE on the job's node) until the worker finishes the job.
     later = jobs.add.using(queue=names[2], delay=0.5, on_commit=False).delay(20, 22)
     assert later.get(timeout=15) == 42
+    # Enough jobs that the worker's claims grow past one script (50 jobs): several claim
+    # scripts then go in one pipeline, which the Cluster client sends to the queue's node.
+    many = get_queue(names[2]).enqueue_many([("tests.jobs.add", (40, 2), {})] * 300)
+    wait_for(lambda: all(h.status == "finished" for h in many), timeout=30,
+             message=lambda: f"the 300 jobs did not all finish:\n{w.output()}")
+    assert [h.result for h in many] == [42] * 300
     call_command("rqstats", verbosity=0)
     assert w.proc.poll() is None, w.output()
     assert "Traceback" not in w.output(), w.output()
