@@ -175,11 +175,12 @@ class RedisConnection:
                 s.service_name, db=s.db, username=s.username, password=s.password, **options))
         if self.cluster is not None:
             c = self.cluster
-            return scluster.RedisCluster(
+            # cast: redis-py before 6 types these constructors loosely (Any)
+            return cast(SyncClient, scluster.RedisCluster(
                 startup_nodes=[scluster.ClusterNode(h, p)  # type: ignore[no-untyped-call]
                                for h, p in c.nodes],
-                username=c.username, password=c.password, **options)
-        return redis.Redis.from_url(self.url, **options)
+                username=c.username, password=c.password, **options))
+        return cast(SyncClient, redis.Redis.from_url(self.url, **options))
 
     def _amake(self, options: dict[str, Any]) -> AsyncClient:
         if self.sentinel is not None:
@@ -190,10 +191,10 @@ class RedisConnection:
                 s.service_name, db=s.db, username=s.username, password=s.password, **options))
         if self.cluster is not None:
             c = self.cluster
-            return acluster.RedisCluster(
+            return cast(AsyncClient, acluster.RedisCluster(
                 startup_nodes=[acluster.ClusterNode(h, p) for h, p in c.nodes],
-                username=c.username, password=c.password, **options)
-        return aredis.Redis.from_url(self.url, **options)
+                username=c.username, password=c.password, **options))
+        return cast(AsyncClient, aredis.Redis.from_url(self.url, **options))
 
     def client(self) -> SyncClient:
         """This thread's client: on one server or through Sentinel, a client that keeps one
@@ -253,19 +254,20 @@ class RedisConnection:
         Pub/Sub only from 8.0 on. When that node fails, the caller makes a new one (a fresh
         topology)."""
         client = self.new_aclient()
-        if isinstance(client, acluster.RedisCluster):
-            try:
-                await client.initialize()
-                node = client.get_random_node()
-            except RedisClusterException as exc:  # no startup node answers: not a RedisError
-                raise redis.ConnectionError(str(exc)) from exc
-            finally:
-                await client.aclose()
-            # The node's own connection settings (address, credentials, TLS, timeouts), as
-            # the Cluster client would connect to it.
-            client = aredis.Redis(connection_pool=aredis.ConnectionPool(
-                connection_class=node.connection_class, **node.connection_kwargs))
-        return client, client.pubsub()
+        if isinstance(client, aredis.Redis):
+            return client, client.pubsub()
+        try:
+            await client.initialize()
+            node = client.get_random_node()
+        except RedisClusterException as exc:  # no startup node answers: not a RedisError
+            raise redis.ConnectionError(str(exc)) from exc
+        finally:
+            await client.aclose()
+        # The node's own connection settings (address, credentials, TLS, timeouts), as the
+        # Cluster client would connect to it.
+        on_node = aredis.Redis(connection_pool=aredis.ConnectionPool(
+            connection_class=node.connection_class, **node.connection_kwargs))
+        return on_node, on_node.pubsub()
 
     def on_master(self, pubsub: Any) -> bool:
         """Whether a Pub/Sub from ``new_pubsub()`` is on the node that this loop's commands
