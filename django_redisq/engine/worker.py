@@ -77,7 +77,10 @@ PREFETCH_WINDOW = 0.05
 #: window above decides below that. Short jobs need room for whole batches: each claim and
 #: each outcome flush costs the worker about as much as several no-op jobs. The buffer is
 #: topped up once half of it is used, so at concurrency 10 a buffer of 200 makes each top-up
-#: about one full claim (CLAIM_BATCH).
+#: about one full claim (CLAIM_BATCH). A buffer of 300 (claims still of 100, so each is sent
+#: with about 160 jobs left rather than 100) gained nothing that stood out of the noise: in
+#: medians of five alternating pairs, two async workers drained 1% faster (3 pairs of 5), one
+#: 6% slower, and the other drain rows moved between -8% and +32% in both directions.
 PREFETCH_PER_SLOT = 20
 #: Most jobs one claim round trip takes by default, unless the concurrency is higher (as
 #: scripts of at most ``queue.CLAIM_SCRIPT_JOBS`` jobs each, so that Redis is never held
