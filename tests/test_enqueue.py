@@ -226,6 +226,19 @@ def test_a_waiter_on_a_requeued_job_waits_for_its_new_run(r):
     assert j.status == "queued"
 
 
+def test_a_get_made_before_the_job_existed_does_not_end_later_waits(r):
+    """A get() on an id with no job yet (a handle from .delay() inside transaction.atomic(),
+    before the commit) raises JobNotFound; once the job exists, get() waits for its run."""
+    q = get_queue("default")
+    with pytest.raises(JobNotFound):
+        q.job("sent-later").get(timeout=0.1)
+    j = jobs.add.using(job_id="sent-later").delay(1, 2)
+    with pytest.raises(TimeoutError):  # queued, not ended
+        j.get(timeout=0.3)
+    call_command("rqworker", "default", "--burst", verbosity=0)
+    assert j.get(timeout=5) == 3
+
+
 def test_get_times_out_while_the_job_waits(r):
     j = jobs.add.delay(1, 2)
     with pytest.raises(TimeoutError):

@@ -862,11 +862,16 @@ return existed
 # Returns the job's fields when it has ended, otherwise registers a waiter and returns its
 # status, or nil when the job does not exist. The caller sends its blocking BLMOVE on the done
 # list in the same pipeline, so an ended job also gets a token there (the BLMOVE returns at
-# once), as does a missing one.
+# once), as does a missing one. That placeholder outlives the call: while the job is active,
+# whatever the list holds is stale (an end token is pushed as the job ends, and an enqueue that
+# reuses the id of an ended job deletes the old one), so it is deleted before the BLMOVE, which
+# would otherwise take the placeholder of a wait made before the job existed (a handle from
+# ``.delay()`` inside a transaction, before the commit) for the job's end.
 WATCH = r"""
 local st = redis.call('HGET', KEYS[1], 'status')
 if st and st ~= 'finished' and st ~= 'failed' and st ~= 'canceled' then
   redis.call('HSET', KEYS[1], 'w', '1')
+  redis.call('DEL', KEYS[2])
   return st
 end
 if redis.call('EXISTS', KEYS[2]) == 0 then
