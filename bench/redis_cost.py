@@ -13,7 +13,10 @@ counts only around each phase, as the server sees it:
   go in one pipeline, but each is its own script call, as from N separate ``.delay()``);
 * ``claim xB`` and ``finish xB``: the jobs claimed, then finished, B per call (CLAIM and
   FINISH, as a busy worker's prefetch and outcome batches make them);
-* ``claim x1`` and ``finish x1``: as above, one job per call (a worker that is not busy).
+* ``claim x1`` and ``finish x1``: as above, one job per call (a worker that is not busy);
+* ``hand-off`` and ``finish waited``: the Redis side of a latency trip to an idle worker (L1):
+  the enqueue that hands the job to a worker's offer, and the finish of that one job, with a
+  client waiting in ``get()`` and the worker's next offer.
 
 The server's work includes reading the requests and writing the replies. Prints instructions
 per job for each phase. An instruction count is repeatable to about 1% however busy the
@@ -39,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from run import RedisServer  # noqa: E402  (bench/, this script's directory)
 
 from django_redisq.engine import Queue, RedisConnection, scripts  # noqa: E402
+from django_redisq.engine.ops import Call  # noqa: E402
 
 WORKER = "bench-worker"
 
@@ -109,7 +113,36 @@ def measure(server: CallgrindRedis, n: int, batch: int) -> dict[str, float]:
         assert codes == [1] * len(ids), "a finish was refused"
         per_job[f"finish x{size}"] = instructions / len(ids)
         q.enqueue_many([("bench.noop", (), {})] * (n + 1))  # again, for the next batch size
+    per_job.update(measure_trip(server, q, n, pipeline))
     return per_job
+
+
+def measure_trip(server: CallgrindRedis, q: Queue, n: int,
+                 pipeline: Callable[[list[Any]], list[Any]]) -> dict[str, float]:
+    """The scripts of n trips to idle workers, phase by phase: n workers offer to take a job
+    (not counted); each enqueue hands its job to one of them; a client waits on each (WATCH,
+    not counted); each worker finishes its job and offers again."""
+    r, k = server.server.client, q.keys
+    r.flushall()
+    for s in scripts.ALL_SCRIPTS:
+        r.script_load(s.source)
+    pubsub = r.pubsub()  # a receiver for the hand-off messages, as a worker subscribes
+    pubsub.psubscribe(k.handoff("*"))
+    pubsub.get_message(timeout=10)  # subscribed
+    pipeline([q.offer_call(f"{WORKER}-{i}", 30_000, 60_000) for i in range(n)])
+    prepared = [q.prepare("bench.noop") for _ in range(n)]
+    replies: list[Any] = []
+    handed = server.count(lambda: replies.extend(pipeline([p.call for p in prepared])))
+    assert all(reply[1] == b"started" for reply in replies), "a job was not handed off"
+    pipeline([Call(scripts.WATCH_SCRIPT, [k.job(p.id), k.done(p.id)], []) for p in prepared])
+    owners = [r.hget(k.job(p.id), "worker") for p in prepared]
+    finishes = [q.finish_many_call(owner.decode(), [(p.id, b"null")], offer=(30_000, 60_000))
+                for owner, p in zip(owners, prepared)]
+    codes: list[list[int]] = []
+    finished = server.count(lambda: codes.extend(pipeline(finishes)))
+    assert codes == [[1, 1]] * n, "a finish was refused, or made no offer"
+    pubsub.close()
+    return {"hand-off": handed / n, "finish waited": finished / n}
 
 
 def main() -> None:

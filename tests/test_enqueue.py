@@ -13,7 +13,8 @@ import pytest
 from django.core.management import call_command
 
 from django_redisq import Job, JobRecord, QueueNotFound, get_queue, job
-from django_redisq.engine.errors import JobCanceled, JobFailed, JobNotFound
+from django_redisq.engine.errors import JobCanceled, JobFailed, JobNotFound, PayloadError
+from django_redisq.engine.queue import _end_token
 from tests import jobs
 from tests.conftest import wait_for
 
@@ -273,6 +274,64 @@ def test_get_reads_a_job_whose_result_is_not_kept(r):
     waiter.join(20)
     assert results == [42]
     assert j.status is None  # gone: nothing kept
+
+
+def _waited(r, job_handles, *, old_waiters: bool = False):  # type: ignore[no-untyped-def]
+    """Results of ``job_handles`` read by get() calls that wait while a burst worker runs the
+    jobs, so that each gets the end token. ``old_waiters``: a waiter of an earlier version
+    (it registers 'w' = '1', which asks for netstrings) waits on each job too."""
+    results: dict[int, object] = {}
+
+    def wait(i: int, handle: Job) -> None:  # type: ignore[type-arg]
+        try:
+            results[i] = handle.get(timeout=20)
+        except Exception as exc:  # the assertion shows it
+            results[i] = exc
+
+    threads = [threading.Thread(target=wait, args=(i, h)) for i, h in enumerate(job_handles)]
+    for t in threads:
+        t.start()
+    q = get_queue("default")
+    for h in job_handles:
+        wait_for(lambda h=h: r.hget(q.keys.job(h.id), "w"), timeout=10)
+        if old_waiters:
+            r.hset(q.keys.job(h.id), "w", "1")
+    call_command("rqworker", "default", "--burst", verbosity=0)
+    for t in threads:
+        t.join(20)
+    return [results.get(i) for i in range(len(job_handles))]
+
+
+# Lengths at the edges of the token's size classes: under 32 bytes, then 1, 2 and 4 length
+# bytes; with multi-byte characters and the control characters JSON escapes.
+_RESULTS = ["", "x" * 31, "é" * 100, "\x00\x01\n\"" * 30, "y" * 70_000]
+
+
+def test_a_waiting_get_receives_results_of_every_size_in_the_end_token(r):
+    handles = [jobs.echo.delay(v) for v in _RESULTS]
+    assert _waited(r, handles) == _RESULTS
+    q = get_queue("default")
+    token = r.lindex(q.keys.done(handles[-1].id), 0)
+    assert token[:1] == b"\xdc"  # a MessagePack array (of 16 to 65,535 strings)
+
+
+def test_a_waiter_of_an_earlier_version_gets_netstrings_which_get_also_reads(r):
+    """Mixed versions during an upgrade: a waiter that asked for netstrings gets them, and
+    every waiter of the job reads them."""
+    handles = [jobs.echo.delay(v) for v in _RESULTS]
+    assert _waited(r, handles, old_waiters=True) == _RESULTS
+    token = r.lindex(get_queue("default").keys.done(handles[0].id), 0)
+    assert token.startswith(b"2:id")
+
+
+def test_end_tokens_decode_exactly_as_redis_encodes_them(r):
+    strings = [b"", b"a" * 31, b"b" * 32, b"c" * 255, b"d" * 256, b"e" * 65_535,
+               b"f" * 65_536, bytes(range(256))] * 3
+    for n in (1, 15, 16, len(strings)):  # array sizes: up to 15, then 2 length bytes
+        assert _end_token(r.eval("return cmsgpack.pack(ARGV)", 0, *strings[:n])) == strings[:n]
+    for bad in (b"\x92\xa1a", b"\x91\xa1ab", b"\x91\x01", b"\xc0"):
+        with pytest.raises(PayloadError, match="malformed job notification"):
+            _end_token(bad)
 
 
 _BASIC = [b"v", b"1", b"id", b"j1", b"queue", b"default", b"func", b"tests.jobs.add",

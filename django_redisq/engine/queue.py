@@ -104,6 +104,46 @@ def _netstrings(data: bytes) -> list[bytes]:
     return out
 
 
+def _packed_strings(data: bytes) -> list[bytes]:
+    """The strings of a MessagePack array of strings, as Redis' ``cmsgpack.pack`` encodes a
+    Lua list of strings (malformed data raises PayloadError)."""
+    try:
+        head = data[0]
+        if 0x90 <= head <= 0x9F:
+            count, pos = head & 0x0F, 1
+        elif head in (0xDC, 0xDD):
+            pos = 3 if head == 0xDC else 5
+            count = int.from_bytes(data[1:pos], "big")
+        else:
+            raise ValueError(f"no array (first byte {head:#x})")
+        out: list[bytes] = []
+        for _ in range(count):
+            tag = data[pos]
+            if 0xA0 <= tag <= 0xBF:
+                size, pos = tag & 0x1F, pos + 1
+            elif 0xD9 <= tag <= 0xDB:
+                width = 1 << (tag - 0xD9)  # str 8, 16, 32
+                size = int.from_bytes(data[pos + 1:pos + 1 + width], "big")
+                pos += 1 + width
+            else:
+                raise ValueError(f"no string (byte {tag:#x} at {pos})")
+            if pos + size > len(data):
+                raise ValueError("truncated")
+            out.append(data[pos:pos + size])
+            pos += size
+        if pos != len(data):
+            raise ValueError("bytes after the array")
+    except (IndexError, ValueError) as exc:
+        raise PayloadError(f"malformed job notification: {exc}") from None
+    return out
+
+
+def _end_token(token: bytes) -> list[bytes]:
+    """The ended job's hash fields in a waiter's token: a MessagePack array, or netstrings
+    from a worker of an earlier version (see terminate() in the scripts)."""
+    return _packed_strings(token) if token[:1] >= b"\x80" else _netstrings(token)
+
+
 def _claim_reply(reply: list[Any]) -> tuple[int, list[tuple[bytes, list[bytes]]]]:
     return int(reply[0]), [(pair[0], pair[1]) for pair in reply[1]]
 
@@ -637,7 +677,7 @@ class Queue:
                 return JobRecord.from_hash(reply)
             if token is not None:
                 # The token is the ended job's hash (see terminate() in the scripts).
-                record = JobRecord.from_hash(_netstrings(token))
+                record = JobRecord.from_hash(_end_token(token))
                 if record.is_terminal:
                     return record
             if deadline is not None and time.monotonic() >= deadline:

@@ -164,22 +164,31 @@ end
 --
 -- Clients blocked in Job.get() are woken only when one registered (field 'w', passed as
 -- ``waited``), so the common case costs nothing. The token pushed on their list is the ended
--- job's hash as netstrings ("<len>:<bytes>" per field and value), so a waiter needs no
--- further read, even when the hash is deleted at once (ttl 0). Waiters rotate the list with
--- BLMOVE and never consume the token.
+-- job's hash, so a waiter needs no further read, even when the hash is deleted at once (ttl
+-- 0). Waiters rotate the list with BLMOVE and never consume the token. The hash goes as a
+-- MessagePack array, which cmsgpack builds in C: as netstrings built here, it took a quarter
+-- of a one-job FINISH's Redis instructions (callgrind, Redis 7.0: 421,000 -> 314,000).
+-- Waiters of earlier versions register 'w' = '1' and read only netstrings ("<len>:<bytes>" per
+-- field and value); the current ones register '2' unless a '1' is there, and read both.
 local function terminate(key, registry, id, status, now, ttl, waited, done_prefix, ...)
   local ended = now
   if STRS then ended = intstr(now) end
   redis.call('HSET', key, 'status', status, 'ended_at', ended, ...)
   ttl = safe_ttl(ttl)
   if waited then
-    local parts = {}
-    for _, v in ipairs(redis.call('HGETALL', key)) do
-      parts[#parts + 1] = netstr(v)
+    local token
+    if waited == '1' then
+      local parts = {}
+      for _, v in ipairs(redis.call('HGETALL', key)) do
+        parts[#parts + 1] = netstr(v)
+      end
+      token = table.concat(parts)
+    else
+      token = cmsgpack.pack(redis.call('HGETALL', key))
     end
     local done = done_prefix .. id
     redis.call('DEL', done)
-    redis.call('RPUSH', done, table.concat(parts))
+    redis.call('RPUSH', done, token)
     local t = ttl
     if t < 60000 then t = 60000 end
     redis.call('PEXPIRE', done, intstr(t))
@@ -870,7 +879,7 @@ return existed
 WATCH = r"""
 local st = redis.call('HGET', KEYS[1], 'status')
 if st and st ~= 'finished' and st ~= 'failed' and st ~= 'canceled' then
-  redis.call('HSET', KEYS[1], 'w', '1')
+  redis.call('HSETNX', KEYS[1], 'w', '2')  -- a '1' stays: see terminate()
   redis.call('DEL', KEYS[2])
   return st
 end
