@@ -14,7 +14,7 @@ from django.core.management import call_command
 
 from django_redisq import Job, JobRecord, QueueNotFound, get_queue, job
 from django_redisq.engine.errors import JobCanceled, JobFailed, JobNotFound, PayloadError
-from django_redisq.engine.queue import _end_token
+from django_redisq.engine.queue import _string_list
 from tests import jobs
 from tests.conftest import wait_for
 
@@ -307,7 +307,7 @@ def _waited(r, job_handles, *, old_waiters: bool = False):  # type: ignore[no-un
 _RESULTS = ["", "x" * 31, "é" * 100, "\x00\x01\n\"" * 30, "y" * 70_000]
 
 
-def test_a_waiting_get_receives_results_of_every_size_in_the_end_token(r):
+def test_a_waiting_get_receives_results_of_every_size_in_the_string_list(r):
     handles = [jobs.echo.delay(v) for v in _RESULTS]
     assert _waited(r, handles) == _RESULTS
     q = get_queue("default")
@@ -328,10 +328,10 @@ def test_end_tokens_decode_exactly_as_redis_encodes_them(r):
     strings = [b"", b"a" * 31, b"b" * 32, b"c" * 255, b"d" * 256, b"e" * 65_535,
                b"f" * 65_536, bytes(range(256))] * 3
     for n in (1, 15, 16, len(strings)):  # array sizes: up to 15, then 2 length bytes
-        assert _end_token(r.eval("return cmsgpack.pack(ARGV)", 0, *strings[:n])) == strings[:n]
+        assert _string_list(r.eval("return cmsgpack.pack(ARGV)", 0, *strings[:n])) == strings[:n]
     for bad in (b"\x92\xa1a", b"\x91\xa1ab", b"\x91\x01", b"\xc0"):
         with pytest.raises(PayloadError, match="malformed job notification"):
-            _end_token(bad)
+            _string_list(bad)
 
 
 _BASIC = [b"v", b"1", b"id", b"j1", b"queue", b"default", b"func", b"tests.jobs.add",

@@ -13,7 +13,7 @@ import threading
 
 from django_redisq.engine.connection import RedisConnection
 from django_redisq.engine.ops import Call, one
-from django_redisq.engine.queue import Queue
+from django_redisq.engine.queue import Queue, _netstrings, handoff_record
 from django_redisq.engine.registry import Registry
 from django_redisq.engine.scripts import ENQUEUE_SCRIPT
 from django_redisq.engine.worker import Worker, WorkerOptions
@@ -114,8 +114,10 @@ def test_the_offer_of_a_killed_worker_is_skipped(r, redis_server, worker_proc):
              message="the worker made no offer")
     w.signal(signal.SIGKILL)
     w.wait()
-    channel = "redisq:{default}:to:doomed"
-    wait_for(lambda: r.pubsub_numsub(channel)[0][1] == 0, message="Redis kept the subscription")
+    keys = _queue(redis_server.url).keys
+    channels = (keys.handoff("doomed"), keys.handoff_netstrings("doomed"))
+    wait_for(lambda: [n for _, n in r.pubsub_numsub(*channels)] == [0, 0],
+             message="Redis kept the subscriptions")
     assert offers(r) == ["30000|doomed"]
     from tests.jobs import add
 
@@ -270,6 +272,43 @@ def test_jobs_of_a_queue_without_a_default_timeout_run_with_none(r, redis_server
             gate.set()
             assert first.get(timeout=10) == "held"
             assert [j.get(timeout=10) for j in queued] == ["ok", "ok"]
+        finally:
+            worker.stop()
+
+    run_alongside(worker, scenario)
+
+
+def test_a_worker_of_an_earlier_version_gets_its_jobs_as_netstrings(r, redis_server):
+    """Mixed versions during an upgrade. A worker of an earlier version listens for
+    netstrings on its old channel only: the enqueue finds no receiver for the packed message
+    and sends it that way. The current worker reads either form alike (it listens on both
+    channels, for enqueuers of earlier versions)."""
+    q = _queue(redis_server.url)
+    old = r.pubsub()
+    old.subscribe(q.keys.handoff_netstrings("old"))
+    assert old.get_message(timeout=5)["type"] == "subscribe"
+    assert q.run(one(q.offer_call("old", 30000, 60000)))
+    job = q.enqueue("noop", ["x"])
+    assert job.status == "started"
+    message = wait_for(lambda: old.get_message(timeout=1), message="no hand-off message")
+    old.close()
+    assert message["data"].startswith(b"13:")  # the claim time (ms), a netstring
+    job_id, record = handoff_record(message["data"], "old")
+    assert job_id == job.id and record.call() == (["x"], {})
+    assert (record.status, record.worker) == ("started", "old")
+    packed = r.eval("return cmsgpack.pack(ARGV)", 0, *_netstrings(message["data"]))
+    assert handoff_record(packed, "old") == (job_id, record)
+
+
+def test_a_worker_listens_for_hand_offs_in_either_form(r, redis_server):
+    q = _queue(redis_server.url)
+    worker = Worker([q], options=WorkerOptions(name="both"), registry=Registry())
+
+    def scenario() -> None:
+        try:
+            wait_for(lambda: offers(r) == ["30000|both"], message="no offer")
+            channels = (q.keys.handoff("both"), q.keys.handoff_netstrings("both"))
+            assert [n for _, n in r.pubsub_numsub(*channels)] == [1, 1]
         finally:
             worker.stop()
 

@@ -69,7 +69,13 @@ class QueueKeys:
         return f"{self.base}:idle"
 
     def handoff(self, worker: str) -> str:
-        """Pub/Sub channel on which ``worker`` gets the jobs handed to it directly."""
+        """Pub/Sub channel on which ``worker`` gets the jobs handed to it directly (packed by
+        cmsgpack; see the ENQUEUE script)."""
+        return f"{self.base}:to2:{worker}"
+
+    def handoff_netstrings(self, worker: str) -> str:
+        """The hand-off channel of enqueuers of earlier versions, whose messages are
+        netstrings; the current ones publish there for workers of earlier versions."""
         return f"{self.base}:to:{worker}"
 
     @cached_property

@@ -138,10 +138,10 @@ def _packed_strings(data: bytes) -> list[bytes]:
     return out
 
 
-def _end_token(token: bytes) -> list[bytes]:
-    """The ended job's hash fields in a waiter's token: a MessagePack array, or netstrings
-    from a worker of an earlier version (see terminate() in the scripts)."""
-    return _packed_strings(token) if token[:1] >= b"\x80" else _netstrings(token)
+def _string_list(data: bytes) -> list[bytes]:
+    """The strings of a script's message (a waiter's token, a hand-off): a MessagePack array,
+    or netstrings from a script of an earlier version."""
+    return _packed_strings(data) if data[:1] >= b"\x80" else _netstrings(data)
 
 
 def _claim_reply(reply: list[Any]) -> tuple[int, list[tuple[bytes, list[bytes]]]]:
@@ -182,7 +182,7 @@ def handoff_record(message: bytes, worker: str) -> tuple[str, JobRecord | Payloa
     """The job in a direct hand-off message (see the ENQUEUE script): its id, and its record
     as a claim returns it (leased to ``worker``), or why the record does not decode. Raises
     ``PayloadError`` when not even the id can be read."""
-    parts = _netstrings(message)
+    parts = _string_list(message)
     if len(parts) < 3 or parts[1] != b"id":
         raise PayloadError(f"hand-off message without a job id: {message[:80]!r}")
     job_id = parts[2].decode(errors="replace")
@@ -677,7 +677,7 @@ class Queue:
                 return JobRecord.from_hash(reply)
             if token is not None:
                 # The token is the ended job's hash (see terminate() in the scripts).
-                record = JobRecord.from_hash(_end_token(token))
+                record = JobRecord.from_hash(_string_list(token))
                 if record.is_terminal:
                     return record
             if deadline is not None and time.monotonic() >= deadline:

@@ -1007,10 +1007,17 @@ local function hand_off(base, id, now, fields)
     if sep then
       local lease = tonumber(string.sub(top[1], 1, sep - 1)) or 30000
       local worker = string.sub(top[1], sep + 1)
-      -- The message: the claim time, then the job's fields as enqueued, as netstrings.
-      local at = netstr(intstr(now))
-      local parts = {at, '2:id', netstr(id), '11:enqueued_at', at, '6:status', '6:queued'}
-      for _, v in ipairs(fields) do parts[#parts + 1] = netstr(v) end
+      -- The message: the claim time, then the job's fields as enqueued, packed by cmsgpack
+      -- (as a waiter's token, see terminate()). Workers of earlier versions listen for
+      -- netstrings on another channel: tried when no worker listens on this one.
+      local at = intstr(now)
+      local msg = {at, 'id', id, 'enqueued_at', at, 'status', 'queued'}
+      for _, v in ipairs(fields) do msg[#msg + 1] = v end
+      if redis.call('PUBLISH', base .. ':to2:' .. worker, cmsgpack.pack(msg)) > 0 then
+        return worker, lease
+      end
+      local parts = {}
+      for _, v in ipairs(msg) do parts[#parts + 1] = netstr(v) end
       if redis.call('PUBLISH', base .. ':to:' .. worker, table.concat(parts)) > 0 then
         return worker, lease
       end

@@ -1147,8 +1147,9 @@ class Worker:
         """Follow the wake channels of ``queues`` (all on one Redis deployment); reconnect
         (and assume work) after an outage, or when the master moved (``_follow_masters``)."""
         by_channel = {q.keys.channel.encode(): q.name for q in queues}
-        handoffs = {q.keys.handoff(self.name).encode(): q for q in queues
-                    if q.name in self._handoff}
+        handoffs = {channel.encode(): q for q in queues if q.name in self._handoff
+                    for channel in (q.keys.handoff(self.name),
+                                    q.keys.handoff_netstrings(self.name))}
         cid = id(queues[0].connection)
         moved = self._moved[cid] = asyncio.Event()
         backoff = 0.1
