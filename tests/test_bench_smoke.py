@@ -36,7 +36,8 @@ def test_redis_cost_counts_instructions_per_job():
     for line in proc.stdout.splitlines()[1:]:
         phase, _, value = line.strip().rpartition(" ")
         counts[phase.strip()] = int(value.replace(",", ""))
-    assert set(counts) == {"enqueue", "claim x10", "finish x10", "claim x1", "finish x1"}
+    assert set(counts) == {"enqueue", "claim x10", "finish x10", "claim x1", "finish x1",
+                           "hand-off", "finish waited"}
     # A job's script calls run thousands of instructions on the server: the counting worked.
     assert all(value > 10_000 for value in counts.values()), counts
 
