@@ -167,7 +167,7 @@ end
 -- job's hash, so a waiter needs no further read, even when the hash is deleted at once (ttl
 -- 0). Waiters rotate the list with BLMOVE and never consume the token. The hash goes as a
 -- MessagePack array, which cmsgpack builds in C: as netstrings built here, it took a quarter
--- of a one-job FINISH's Redis instructions (callgrind, Redis 7.0: 421,000 -> 314,000).
+-- of a one-job FINISH's Redis instructions (bench/redis_cost.py, Redis 7.0: 391,116 -> 285,193).
 -- Waiters of earlier versions register 'w' = '1' and read only netstrings ("<len>:<bytes>" per
 -- field and value); the current ones register '2' unless a '1' is there, and read both.
 local function terminate(key, registry, id, status, now, ttl, waited, done_prefix, ...)
