@@ -56,11 +56,13 @@ local function intstr(n)
   return s
 end
 
--- A netstring, '<length>:<bytes>'. The length goes through '%d': concatenated as a number,
--- Lua would format it as a float (about 2,000 instructions each, with Redis' libc), and a
--- job's fields and values are twenty or more strings.
-local function netstr(v)
-  return string.format('%d:', #v) .. v
+-- A list of strings as netstrings, '<length>:<bytes>' each, for clients and workers of
+-- earlier versions (current ones read what cmsgpack.pack makes: see terminate()). The length
+-- goes through '%d': concatenated as a number, Lua would format it as a float.
+local function netstrings(list)
+  local parts = {}
+  for i, v in ipairs(list) do parts[i] = string.format('%d:', #v) .. v end
+  return table.concat(parts)
 end
 
 -- A script that handles many jobs in one call (CLAIM, FINISH, ENQUEUE_MANY) turns ZADDS on:
@@ -178,11 +180,7 @@ local function terminate(key, registry, id, status, now, ttl, waited, done_prefi
   if waited then
     local token
     if waited == '1' then
-      local parts = {}
-      for _, v in ipairs(redis.call('HGETALL', key)) do
-        parts[#parts + 1] = netstr(v)
-      end
-      token = table.concat(parts)
+      token = netstrings(redis.call('HGETALL', key))
     else
       token = cmsgpack.pack(redis.call('HGETALL', key))
     end
@@ -1016,9 +1014,7 @@ local function hand_off(base, id, now, fields)
       if redis.call('PUBLISH', base .. ':to2:' .. worker, cmsgpack.pack(msg)) > 0 then
         return worker, lease
       end
-      local parts = {}
-      for _, v in ipairs(msg) do parts[#parts + 1] = netstr(v) end
-      if redis.call('PUBLISH', base .. ':to:' .. worker, table.concat(parts)) > 0 then
+      if redis.call('PUBLISH', base .. ':to:' .. worker, netstrings(msg)) > 0 then
         return worker, lease
       end
     end
