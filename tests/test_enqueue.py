@@ -307,7 +307,7 @@ def _waited(r, job_handles, *, old_waiters: bool = False):  # type: ignore[no-un
 _RESULTS = ["", "x" * 31, "é" * 100, "\x00\x01\n\"" * 30, "y" * 70_000]
 
 
-def test_a_waiting_get_receives_results_of_every_size_in_the_string_list(r):
+def test_a_waiting_get_receives_results_of_every_size_in_the_end_token(r):
     handles = [jobs.echo.delay(v) for v in _RESULTS]
     assert _waited(r, handles) == _RESULTS
     q = get_queue("default")
