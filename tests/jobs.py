@@ -168,6 +168,24 @@ def raise_bad_str() -> None:
     raise BadStr()
 
 
+class Abort(BaseException):
+    """Not an Exception: job code may still raise it (or SystemExit)."""
+
+
+@job
+def raise_base(kind: str) -> None:
+    if kind == "exit":
+        raise SystemExit(4)
+    raise Abort("stop here")
+
+
+@job
+async def araise_base(kind: str) -> None:
+    if kind == "exit":
+        raise SystemExit(4)
+    raise Abort("stop here")
+
+
 @job(timeout=0.5)
 def sleep_sync_short_timeout(seconds: float) -> float:
     time.sleep(seconds)

@@ -263,6 +263,22 @@ def test_exception_whose_str_raises_fails_the_job(r):
     assert good.result == 2
 
 
+@pytest.mark.parametrize("func", [jobs.raise_base, jobs.araise_base], ids=["sync", "async"])
+def test_a_job_raising_systemexit_or_another_baseexception_fails_and_the_worker_goes_on(r, func):
+    # Not an Exception, but an error of the job's own: it ends failed with its traceback at
+    # once (no retries by default, no lease expiry, no re-run), as any other error.
+    exits, aborts = func.delay("exit"), func.delay("abort")
+    good = jobs.add.delay(1, 1)
+    burst("default")
+    assert (exits.status, aborts.status) == ("failed", "failed")
+    assert exits.record.error["type"] == "SystemExit"
+    assert aborts.record.error["type"] == "tests.jobs.Abort"
+    assert "stop here" in aborts.record.error["message"]
+    assert "raise Abort" in aborts.record.error["traceback"]
+    assert exits.record.attempts == aborts.record.attempts == 1
+    assert good.result == 2
+
+
 def test_a_lease_renewal_extends_the_leases_still_held_and_reports_the_lost_ones(r):
     """A heartbeat renews every job a worker holds (running and prefetched): leases it still
     owns move to the new deadline; a job recovered and claimed by another worker meanwhile

@@ -656,7 +656,12 @@ class Worker:
                 if self._stopping.is_set():
                     raise  # shutdown: the job is put back by _drain
                 outcome = self._record_failure(running, canceled, status="canceled")
-            except Exception as exc:
+            # Not only Exception: SystemExit or another BaseException raised by the job's code
+            # is that job's error too. Left to propagate, it would kill the worker (or, from an
+            # async job, end the task unseen) and leave the job to its lease: run again after
+            # each death, and failed in the end as WorkerDied, with its own traceback lost.
+            # Signals do not raise here: the worker handles SIGINT and SIGTERM on its loop.
+            except BaseException as exc:
                 if running.context.cancel_requested:
                     outcome = self._record_failure(running, exc, status="canceled")
                 else:
