@@ -4,6 +4,7 @@ poison jobs, graceful shutdown, timeouts, retries, strict priority and bad jobs.
 from __future__ import annotations
 
 import json
+import os
 import signal
 
 import pytest
@@ -115,6 +116,42 @@ def test_second_sigint_stops_at_once_and_puts_the_job_back(r, worker_proc):
     assert w.wait(20) == 0, w.output()
     assert j.status == "queued"
     release(r, "int")
+
+
+def test_one_ctrl_c_to_a_supervised_worker_lets_the_running_job_finish(r, worker_proc):
+    # A terminal's Ctrl-C reaches every process of the group: the supervisor and its worker
+    # processes each get a SIGINT. The worker must count that as one request, not two.
+    j = jobs.block.delay("ctrlc")
+    w = worker_proc("default", "--processes", "1")
+    wait_for(lambda: r.get("ctrlc:started"), timeout=20, message=w.output())
+    os.killpg(w.pid, signal.SIGINT)
+    wait_for(lambda: "finishing running jobs" in w.output(), timeout=10, message=w.output)
+    release(r, "ctrlc")
+    assert w.wait(20) == 0, w.output()
+    assert "stopping now" not in w.output()
+    assert j.status == "finished"
+
+
+def test_a_second_sigint_to_a_supervisor_alone_stops_its_workers_at_once(r, worker_proc):
+    j = jobs.block.delay("sup2")
+    w = worker_proc("default", "--processes", "1")  # grace 30 s
+    wait_for(lambda: r.get("sup2:started"), timeout=20, message=w.output())
+    w.signal(signal.SIGINT)  # the supervisor only, not its group
+    wait_for(lambda: "finishing running jobs" in w.output(), timeout=10, message=w.output)
+    w.signal(signal.SIGINT)
+    assert w.wait(20) == 0, w.output()
+    assert j.status == "queued"
+    release(r, "sup2")
+
+
+def test_sigquit_stops_at_once_and_puts_the_job_back(r, worker_proc):
+    j = jobs.block.delay("quit")
+    w = worker_proc("default")  # grace 30 s
+    wait_for(lambda: r.get("quit:started"), timeout=20, message=w.output())
+    w.signal(signal.SIGQUIT)
+    assert w.wait(20) == 0, w.output()
+    assert j.status == "queued"
+    release(r, "quit")
 
 
 # -- timeouts -----------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 Each child is a full worker (its own event loop, fetching on its own). A child whose sync job
 hit its timeout exits with ``EXIT_REPLACE`` once the failure is written, which is how a runaway
-job is killed; the parent starts a replacement. SIGTERM/SIGINT are forwarded to the children,
-which shut down gracefully; the parent exits when they have.
+job is killed; the parent starts a replacement. SIGTERM/SIGINT make the children shut down
+gracefully, a second SIGINT at once (see ``_forward``); the parent exits when they have.
 
 An optional sidecar (the ``--metrics-port`` server) is one more forked process, restarted like a
 worker if it dies. It is not told to stop with the workers: it keeps serving while they drain
@@ -42,6 +42,7 @@ class Supervisor:
         self.children: dict[int, int] = {}  # pid -> slot
         self.stopping = False
         self.restarts = 0
+        self.sigints = 0
 
     def _spawn(self, slot: int) -> None:
         if self.before_fork:
@@ -51,7 +52,8 @@ class Supervisor:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             # Ctrl-C reaches the whole process group: the sidecar keeps serving while the
             # workers drain, and the parent ends it with SIGTERM.
-            signal.signal(signal.SIGINT, signal.SIG_IGN if slot == SIDECAR else signal.SIG_DFL)
+            for sig in (signal.SIGINT, signal.SIGQUIT):
+                signal.signal(sig, signal.SIG_IGN if slot == SIDECAR else signal.SIG_DFL)
             code = 1
             try:
                 code = self.sidecar() if self.sidecar and slot == SIDECAR else \
@@ -64,6 +66,16 @@ class Supervisor:
         self.children[pid] = slot
 
     def _forward(self, sig: int, _frame: object) -> None:
+        # A worker stops at once on its second SIGINT. Ctrl-C in a terminal already sends one
+        # to every process of the group, children included, so forwarding that one again
+        # would make a single Ctrl-C a hard stop. The first SIGINT goes on as SIGTERM (a
+        # graceful stop, which workers do not count towards a hard one): children that had
+        # it from the terminal finish their jobs, and so do those that had not (``kill -INT``
+        # of this process alone). A second SIGINT goes on as SIGQUIT, a hard stop however
+        # many SIGINTs a child has seen.
+        if sig == signal.SIGINT:
+            self.sigints += 1
+            sig = signal.SIGTERM if self.sigints == 1 else signal.SIGQUIT
         self.stopping = True
         for pid, slot in list(self.children.items()):
             if slot != SIDECAR:
@@ -84,6 +96,7 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._forward)
         signal.signal(signal.SIGINT, self._forward)
+        signal.signal(signal.SIGQUIT, self._forward)
         if self.sidecar:
             self._spawn(SIDECAR)
         for slot in range(self.processes):

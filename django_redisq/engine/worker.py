@@ -299,7 +299,7 @@ class Worker:
         self._started_ms = int(time.time() * 1000)
         self._executor: Executor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._signals = 0
+        self._sigints = 0
         self._suspended = False
         self._wrote_since_probe = False
         self._beat_fields: dict[str, Any] | None = None
@@ -331,14 +331,17 @@ class Worker:
         self._sched_wake.set()
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT stop gracefully; a second SIGINT stops at once."""
+        """SIGTERM/SIGINT stop gracefully; a second SIGINT, or SIGQUIT, stops at once."""
         assert self._loop is not None
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             self._loop.add_signal_handler(sig, self._on_signal, sig)
 
     def _on_signal(self, sig: int) -> None:
-        self._signals += 1
-        hard = self._signals > 1 and sig == signal.SIGINT
+        # Only SIGINTs count towards a hard stop: under a supervisor, one Ctrl-C brings a
+        # SIGINT from the terminal and a SIGTERM from the supervisor, in either order.
+        if sig == signal.SIGINT:
+            self._sigints += 1
+        hard = sig == signal.SIGQUIT or self._sigints > 1
         log.warning("worker %s: %s, %s", self.name, signal.Signals(sig).name,
                     "stopping now, putting running jobs back" if hard else
                     f"finishing running jobs (up to {self.options.grace:g} s)")
