@@ -154,6 +154,34 @@ def test_sigquit_stops_at_once_and_puts_the_job_back(r, worker_proc):
     release(r, "quit")
 
 
+def test_a_cancel_asked_for_before_the_worker_died_ends_the_job_canceled(r, worker_proc):
+    # The job ignores the cancel flag (a blocking sync job); its worker dies before it ends.
+    # Recovery must honour the cancel, not put the job back to run again.
+    j = jobs.block.delay("cdie")
+    first = worker_proc("default", env=FAST_LEASE)
+    wait_for(lambda: r.get("cdie:started"), timeout=20, message=first.output())
+    assert j.cancel() == "started"
+    first.signal(signal.SIGKILL)
+    first.wait()
+    second = worker_proc("default", env=FAST_LEASE)
+    wait_for(lambda: j.status == "canceled", timeout=20, message=second.output)
+    release(r, "cdie")
+    assert int(r.get("cdie:runs")) == 1
+    assert j.queue.count("canceled") == 1 and j.queue.count("queued") == 0
+
+
+def test_a_cancel_asked_for_before_a_shutdown_ends_the_job_canceled(r, worker_proc):
+    j = jobs.block.delay("cterm")
+    w = worker_proc("default", "--grace", "0.3")
+    wait_for(lambda: r.get("cterm:started"), timeout=20, message=w.output())
+    assert j.cancel() == "started"
+    w.signal(signal.SIGTERM)
+    assert w.wait(20) == 0, w.output()
+    release(r, "cterm")
+    assert j.status == "canceled"
+    assert j.queue.count("queued") == 0
+
+
 # -- timeouts -----------------------------------------------------------------------------------
 def _timed_out(job) -> bool:
     rec = job.refresh().record

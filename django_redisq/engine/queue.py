@@ -808,8 +808,9 @@ class Queue:
     def release_call(self, job_id: str, worker: str) -> Call:
         k = self.keys
         return Call(scripts.RELEASE_SCRIPT,
-                    [k.job(job_id), k.state("started"), k.state("queued"), k.seq],
-                    [job_id, worker, k.channel])
+                    [k.job(job_id), k.state("started"), k.state("queued"), k.seq,
+                     k.state("canceled"), k.state("deferred")],
+                    [job_id, worker, k.channel, k.done_prefix, k.deps_prefix])
 
 
 __all__ = ["ACTIVE_STATES", "STATES", "TERMINAL_STATES", "PayloadTooLarge", "Prepared", "Queue"]

@@ -208,6 +208,32 @@ end
 -- each dependent's count of pending dependencies drops, and at zero it is queued. Not ok
 -- (failed, canceled, deleted): each dependent is canceled, unless it asked to run anyway, and
 -- so, in turn, are its own dependents.
+-- A deferred job's 'dep_ids' field (ENQUEUE writes it): the JSON list of the ids it waits
+-- for. Absent (a hash of an earlier version): nil. Not a list (a corrupt hash): empty.
+local function dep_list(text)
+  if not text then return nil end
+  local ok, list = pcall(cjson.decode, text)
+  if ok and type(list) == 'table' then return list end
+  return {}
+end
+
+-- A deferred job ``id`` ends without running (canceled, deleted): its links in the
+-- dependents sets of the jobs it waited for go with it, so that their end cannot act on a
+-- later job that reuses the id. ``ids``: its 'dep_ids' field.
+local function unlink(deps_prefix, id, ids)
+  for _, d in ipairs(dep_list(ids) or {}) do
+    if type(d) == 'string' then redis.call('SREM', deps_prefix .. d, id) end
+  end
+end
+
+-- A job ended: settle the jobs deferred on it (always in the same queue). ``ok`` (finished):
+-- each dependent's count of pending dependencies drops, and at zero it is queued. Not ok
+-- (failed, canceled, deleted): each dependent is canceled, unless it asked to run anyway, and
+-- so, in turn, are its own dependents.
+-- A member of the dependents set is acted on only when its hash says it waits for the ending
+-- job ('dep_ids'; hashes of earlier versions lack it and are trusted) and not for a slot of
+-- its limit key: a link left by an earlier job of the same id must not release or cancel a
+-- later one.
 -- q = {job_prefix, deps_prefix, deferred, queued, seq, channel, canceled, done_prefix}
 local function settle(q, id, ok)
   local stack = {{id, ok}}
@@ -218,8 +244,17 @@ local function settle(q, id, ok)
     if #members > 0 then redis.call('DEL', set) end
     for _, dep in ipairs(members) do
       local key = q[1] .. dep
-      if is_job(key) and redis.call('HGET', key, 'status') == 'deferred' then
-        if item[2] or redis.call('HGET', key, 'dep_any') == '1' then
+      local h = is_job(key) and redis.call('HMGET', key, 'status', 'dep_any', 'dep_ids',
+        'limit_wait')
+      local waits = h and h[1] == 'deferred' and h[4] ~= '1'
+      if waits and h[3] then
+        waits = false
+        for _, d in ipairs(dep_list(h[3])) do
+          if d == item[1] then waits = true break end
+        end
+      end
+      if waits then
+        if item[2] or h[2] == '1' then
           if bump(key, 'pending', -1) <= 0 then
             redis.call('ZREM', q[3], dep)
             redis.call('HSET', key, 'status', 'queued')
@@ -230,6 +265,7 @@ local function settle(q, id, ok)
           local err = cjson.encode({type = 'DependencyFailed', traceback = '',
             message = 'canceled because its dependency ' .. item[1] .. ' did not finish'})
           redis.call('HSET', key, 'error', err)
+          unlink(q[2], dep, h[3])
           local f = redis.call('HMGET', key, 'failure_ttl', 'w')
           terminate(key, q[7], dep, 'canceled', now_ms(), f[1], f[2], q[8])
           stack[#stack + 1] = {dep, false}
@@ -675,13 +711,23 @@ local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, to
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[1], id)
   local key = ARGV[1] .. id
-  local prefetched, pf_deaths = false, 0
-  if is_job(key) then limit_gone(ARGV[1], key, id) end
-  if is_job(key) and redis.call('HGET', key, 'pf') == '1' then
+  local prefetched, pf_deaths, cancel = false, 0, false
+  if is_job(key) then
+    limit_gone(ARGV[1], key, id)
+    cancel = redis.call('HGET', key, 'cancel')
+  end
+  if not cancel and is_job(key) and redis.call('HGET', key, 'pf') == '1' then
     prefetched = true
     pf_deaths = bump(key, 'pf_deaths', 1)
   end
-  if prefetched and pf_deaths < tonumber(ARGV[4]) * 5 then
+  if cancel then
+    -- Its cancel was asked for while it ran, and its worker stopped renewing the lease
+    -- before it ended: it ends canceled, as asked, and is not run again.
+    local f = redis.call('HMGET', key, 'failure_ttl', 'w', 'func')
+    terminate(key, KEYS[7], id, 'canceled', now, f[1], f[2], ARGV[2])
+    settle({ARGV[1], ARGV[6], KEYS[8], KEYS[2], KEYS[4], ARGV[3], KEYS[7], ARGV[2]}, id, false)
+    redis.call('HINCRBY', KEYS[9], 'o|canceled|' .. (f[3] or ''), 1)
+  elseif prefetched and pf_deaths < tonumber(ARGV[4]) * 5 then
     -- Claimed ahead by a worker that died, most likely before starting it (the mark is
     -- cleared soon after a prefetched job starts): no death and no attempt count. A job that
     -- kills its worker as soon as it starts could escape poison detection this way, so such
@@ -797,14 +843,23 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 return 1
 """
 
-# KEYS: job, started, queued, seq
-# ARGV: id, worker, channel
-# Puts a job this worker runs back on its queue (shutdown); the attempt does not count.
+# KEYS: job, started, queued, seq, canceled, deferred
+# ARGV: id, worker, channel, done_prefix, deps_prefix
+# Puts a job this worker runs back on its queue (shutdown); the attempt does not count. A job
+# whose cancel was asked for ends canceled instead (returns 2).
 RELEASE = r"""
-local f = redis.call('HMGET', KEYS[1], 'status', 'worker', 'priority')
+local f = redis.call('HMGET', KEYS[1], 'status', 'worker', 'priority', 'cancel', 'failure_ttl',
+  'w')
 if f[1] ~= 'started' or f[2] ~= ARGV[2] then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
-limit_gone(string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[1]), KEYS[1], ARGV[1])
+local job_prefix = string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[1])
+limit_gone(job_prefix, KEYS[1], ARGV[1])
+if f[4] then
+  terminate(KEYS[1], KEYS[5], ARGV[1], 'canceled', now_ms(), f[5], f[6], ARGV[4])
+  settle({job_prefix, ARGV[5], KEYS[6], KEYS[3], KEYS[4], ARGV[3], KEYS[5], ARGV[4]}, ARGV[1],
+    false)
+  return 2
+end
 bump(KEYS[1], 'attempts', -1)
 redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', '')
 push_queued(KEYS[3], KEYS[4], ARGV[3], ARGV[1], f[3])
