@@ -182,6 +182,15 @@ def test_a_cancel_asked_for_before_a_shutdown_ends_the_job_canceled(r, worker_pr
     assert j.queue.count("queued") == 0
 
 
+def test_max_jobs_lets_the_jobs_it_took_run_to_their_end(r, worker_proc):
+    j = jobs.block.delay("maxj")
+    w = worker_proc("default", "--max-jobs", "1", "--grace", "0")
+    wait_for(lambda: r.get("maxj:started"), timeout=20, message=w.output())
+    release(r, "maxj")
+    assert w.wait(20) == 0, w.output()
+    assert j.status == "finished"
+
+
 # -- timeouts -----------------------------------------------------------------------------------
 def _timed_out(job) -> bool:
     rec = job.refresh().record
@@ -364,3 +373,64 @@ def test_a_lease_renewal_extends_the_leases_still_held_and_reports_the_lost_ones
     after = dict(r.zrange(q.keys.state("started"), 0, -1, withscores=True))
     assert all(after[i.encode()] > before[i.encode()] + 500_000 for i in ids[1:])
     assert after[ids[0].encode()] == before[ids[0].encode()]
+
+
+# -- a stale run's outcome and a later job of the same id ---------------------------------------
+def _claim(q, worker: str) -> list[str]:
+    from django_redisq.engine.ops import one
+
+    _now, claimed = q.run(one(q.claim_call(worker, 1, 30_000)))
+    return [job_id.decode() for job_id, _fields in claimed]
+
+
+@pytest.mark.parametrize("outcome", ["finish", "fail"])
+@pytest.mark.parametrize("how", ["deleted", "requeued"])
+def test_the_end_of_a_run_leaves_a_new_queued_job_of_its_id_alone(r, how, outcome):
+    """A running job is deleted and its id enqueued anew (or it was recovered, failed
+    elsewhere and requeued): when the old run ends, the queued job is not its to end."""
+    from django_redisq.engine.ops import one
+
+    q = get_queue("default")
+    jobs.add.using(job_id="report").delay(1, 1)
+    assert _claim(q, "old") == ["report"]
+    if how == "deleted":
+        assert q.delete("report") == 1
+        new = jobs.add.using(job_id="report").delay(20, 22)
+    else:
+        r.zadd(q.keys.state("started"), {"report": 0})  # the lease of "old" expired
+        assert q.run(one(q.maintain_call(max_deaths=3)))[0] == 1
+        assert _claim(q, "other") == ["report"]
+        assert q.run(one(q.fail_call("report", "other", '{"type": "E", "message": "m"}',
+                                     "[]"))) == b"failed"
+        assert q.requeue("report") == 1
+        new = q.job("report")
+    if outcome == "finish":
+        assert q.run(one(q.finish_call("report", "old", b"2"))) == -2
+    else:
+        assert q.run(one(q.fail_call("report", "old", '{"type": "E", "message": "m"}',
+                                     "[]"))) == b""
+    assert q.job_status("report") == "queued"
+    assert q.fetch_record("report").result is None
+    burst("default")
+    assert (new.status, new.result) == ("finished", 42 if how == "deleted" else 2)
+
+
+@pytest.mark.parametrize("outcome", ["finish", "fail"])
+def test_the_end_of_a_run_whose_job_recovery_put_back_ends_it(r, outcome):
+    """Our lease expired and recovery queued the job again: it has run, so its outcome is
+    recorded and it does not run a second time."""
+    from django_redisq.engine.ops import one
+
+    q = get_queue("default")
+    j = jobs.add.using(job_id="report").delay(1, 1)
+    assert _claim(q, "old") == ["report"]
+    r.zadd(q.keys.state("started"), {"report": 0})
+    assert q.run(one(q.maintain_call(max_deaths=3)))[0] == 1
+    assert j.status == "queued"
+    if outcome == "finish":
+        assert q.run(one(q.finish_call("report", "old", b"2"))) == 1
+        assert (j.status, j.result) == ("finished", 2)
+    else:
+        assert q.run(one(q.fail_call("report", "old", '{"type": "E", "message": "m"}',
+                                     "[]"))) == b"failed"
+    assert q.count() == 0

@@ -426,6 +426,11 @@ class Worker:
             if opts.max_jobs is not None:
                 left = opts.max_jobs - self._claimed
                 if left <= 0 and not self._ready:
+                    # The jobs taken run to their end, however long: the grace period is
+                    # for stop requests, which still end this wait.
+                    while self._slots and not self._stopping.is_set():
+                        self._slot_free.clear()
+                        await self._slot_free.wait()
                     return
                 free = min(free, left)
             # While prefetched jobs still wait, top the buffer up only once it is half empty:
@@ -922,6 +927,9 @@ class Worker:
     # -- shutdown -----------------------------------------------------------------------------
     async def _drain(self) -> None:
         """Let running jobs finish within the grace period, then put the rest back."""
+        # Jobs cancelled below must be put back, not recorded as canceled (see _process),
+        # however the fetch loop ended.
+        self._stopping.set()
         self._withdraw_offers()
         self._release_ready("stopping")
         running = [r.task for r in self._running.values() if r.task is not None]
