@@ -18,7 +18,7 @@ from django_redisq.engine.connection import RedisConnection
 from django_redisq.engine.ops import one
 from django_redisq.engine.queue import Queue
 from django_redisq.engine.registry import Registry
-from django_redisq.engine.worker import Worker, WorkerOptions
+from django_redisq.engine.worker import Worker, WorkerHooks, WorkerOptions
 from tests.conftest import wait_for
 
 
@@ -294,3 +294,28 @@ def test_a_big_claim_takes_no_lower_priority_job_while_a_higher_queue_may_hold_m
     worker._avg_run = 0.001  # as after short jobs: the first claim has room for 100
     asyncio.run(worker.run())
     assert ran == [f"high{i}" for i in range(300)] + [f"low{i}" for i in range(20)]
+
+
+def test_prefetched_jobs_kept_for_no_time_leave_no_key_behind(r, redis_server):
+    """A job with result_ttl=0 is deleted as it finishes. The 'started' mark of a prefetched
+    job must not follow that finish (it would write a hash that never expires): here a
+    job_finished hook keeps each job in the worker's books a little after its outcome."""
+    registry = Registry()
+    registry.register(lambda: None, "quick")
+
+    class Hooks(WorkerHooks):
+        has_events = True
+
+        async def event(self, name: str, record: Any, **info: Any) -> None:
+            if name == "job_finished":
+                await asyncio.sleep(0.001)  # a receiver's work, while the next flush goes
+
+    q = _queue(redis_server.url)
+    n = 5000
+    q.enqueue_many([("quick", (), {})] * n, result_ttl=0)
+    worker = Worker([q], options=WorkerOptions(concurrency=4, burst=True), registry=registry,
+                    hooks=Hooks())
+    asyncio.run(worker.run())
+    assert worker.processed == n
+    left = [k for k in r.scan_iter(match=q.keys.job("*"), count=1000)]
+    assert left == [], f"{len(left)} job hashes left, e.g. {r.hgetall(left[0])}"

@@ -825,7 +825,11 @@ class Worker:
             return
         started, self._pf_started = self._pf_started, []
         for queue, job_id in started:
-            if (queue.name, job_id) in self._running:
+            running = self._running.get((queue.name, job_id))
+            # Not once its outcome is on its way (a job stays in ``_running`` while its
+            # job_finished/job_failed hooks run): the HSET would follow the outcome and, for a
+            # job kept for no time (result_ttl=0), write a hash that never expires.
+            if running is not None and not running.outcome:
                 self._send(queue, queue.started_call(job_id))
 
     async def _flush_loop(self) -> None:
