@@ -362,3 +362,85 @@ def test_a_record_reads_a_field_few_jobs_have_when_it_is_the_only_one(field, val
     record = JobRecord.from_hash([*_BASIC, field, value])
     assert getattr(record, attribute) == expected
     assert getattr(JobRecord.from_hash(list(_BASIC)), attribute) != expected
+
+
+def test_an_enqueue_refused_for_a_missing_dependency_changes_nothing(r):
+    """The ended job whose id it reuses keeps its record and result; an outbox entry's
+    marker is not set (the entry was not enqueued, so sending it again must try again)."""
+    q = get_queue("default")
+    done = jobs.add.using(job_id="daily").delay(1, 2)
+    call_command("rqworker", "default", "--burst", verbosity=0)
+    assert (done.status, done.result) == ("finished", 3)
+    with pytest.raises(JobNotFound, match="no-such-job"):
+        jobs.add.using(job_id="daily", depends_on=["no-such-job"]).delay(3, 4)
+    assert (done.status, done.result, q.counts()["finished"]) == ("finished", 3, 1)
+    p = q.prepare("tests.jobs.add", (1, 2), job_id="entry", outbox="tok",
+                  depends_on=["no-such-job"])
+    with pytest.raises(JobNotFound):
+        p.send()
+    assert r.exists(p.marker) == 0
+
+
+@pytest.mark.parametrize("job_id", ["order\t42", "line\nbreak", "bell\x07", ".", ".."])
+def test_job_ids_that_could_not_be_shown_or_linked_are_refused(r, job_id):
+    with pytest.raises(ValueError, match="printable"):
+        jobs.add.using(job_id=job_id).delay(1, 1)
+    assert r.dbsize() == 0
+
+
+@pytest.mark.parametrize("options, error, fragment", [
+    ({"delay": float("nan")}, ValueError, "finite number of seconds"),
+    ({"delay": float("inf")}, ValueError, "finite number of seconds"),
+    ({"delay": dt.timedelta(days=3_000_000)}, ValueError, "100 years"),
+    ({"delay": "60"}, TypeError, "seconds .a number. or a timedelta"),
+    ({"at": dt.date(2030, 1, 1)}, TypeError, "aware datetime"),
+    ({"at": dt.datetime(9999, 12, 31, 23, 30, tzinfo=dt.timezone.utc)}, ValueError, "9000"),
+    ({"at": dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc), "delay": 5}, ValueError,
+     "not both"),
+])
+def test_a_due_time_that_could_not_be_kept_is_refused_at_enqueue(r, options, error, fragment):
+    with pytest.raises(error, match=fragment):
+        jobs.add.using(**options).delay(1, 1)
+    assert r.dbsize() == 0
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), float("nan"), True])
+def test_the_engine_refuses_a_timeout_that_is_no_finite_number(r, timeout):
+    with pytest.raises(ValueError, match="finite positive number"):
+        get_queue("default").prepare("tests.jobs.add", (1, 1), timeout=timeout)
+
+
+def test_requeue_failed_requeues_each_failed_job_once_while_workers_run(r):
+    # A worker runs what is requeued at once, and it fails again: those jobs must not be
+    # requeued a second time by the same call (side effects twice, and no end).
+    q = get_queue("default")
+    handles = [jobs.fail.delay(str(i)) for i in range(6)]
+    call_command("rqworker", "default", "--burst", verbosity=0)
+    real, calls = q.requeue, []
+
+    def requeue_then_run(*ids: str) -> int:
+        calls.append(ids)
+        assert len(calls) <= 3, "requeue_failed keeps requeueing jobs that failed again"
+        moved = real(*ids)
+        call_command("rqworker", "default", "--burst", verbosity=0)
+        return moved
+
+    q.requeue = requeue_then_run  # type: ignore[method-assign]
+    assert q.requeue_failed(batch=2) == 6
+    assert sorted(i for ids in calls for i in ids) == sorted(h.id for h in handles)
+    assert [h.refresh().record.attempts for h in handles] == [2] * 6
+
+
+def test_empty_deletes_the_jobs_queued_when_it_started_not_those_enqueued_since(r):
+    q = get_queue("default")
+    first = [jobs.add.delay(i, i) for i in range(5)]
+    real, later = q.delete, []
+
+    def delete_while_enqueueing(*ids: str) -> int:
+        later.append(jobs.add.delay(0, 0))
+        return real(*ids)
+
+    q.delete = delete_while_enqueueing  # type: ignore[method-assign]
+    assert q.empty(batch=2) == 5
+    assert all(h.status is None for h in first)
+    assert sorted(q.job_ids("queued")) == sorted(h.id for h in later)

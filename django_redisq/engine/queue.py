@@ -6,6 +6,7 @@ Each public method has a sync and an async form sharing one implementation (see 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,6 +27,10 @@ from .serializers import Serializer, check_serializable, get_serializer
 DEFAULT_RESULT_TTL = 24 * 3600.0
 DEFAULT_FAILURE_TTL = 7 * 24 * 3600.0
 DEFAULT_TIMEOUT = 180.0
+#: The latest due time and the longest delay a job may have: far beyond any real use, and
+#: well inside what datetime (and so the admin) can show in any time zone.
+MAX_DUE_MS = 221_845_392_000_000  # 9000-01-01 UTC
+MAX_DELAY_SECONDS = 100 * 365.25 * 86400
 DEFAULT_MAX_PAYLOAD = 512 * 1024
 #: Most jobs one claim script takes. A script holds Redis, which serves no other client
 #: meanwhile: a claim of 50 jobs ran 0.52 ms (median, SLOWLOG) on the benchmark machine, 4.9
@@ -343,23 +348,37 @@ class Queue:
         fresh = job_id is None and not once and not outbox
         if job_id is None:
             job_id = new_job_id()
-        elif not isinstance(job_id, str) or not job_id or len(job_id) > 200:
-            raise ValueError(f"job_id must be a non-empty string of at most 200 characters, "
-                             f"got {job_id!r}")
+        elif (not isinstance(job_id, str) or not job_id or len(job_id) > 200
+              or not job_id.isprintable() or job_id in (".", "..")):
+            # Printable: an id is shown and put in URLs (the admin's job pages); "." and ".."
+            # would be read as path steps there.
+            raise ValueError(f"job_id must be a non-empty string of at most 200 printable "
+                             f"characters (no tabs, newlines or other control characters), "
+                             f"and not '.' or '..', got {job_id!r}")
         if not isinstance(priority, int) or not -100 <= priority <= 100:
             raise ValueError(f"priority must be an integer from -100 to 100, got {priority!r}")
         at_ms = delay_ms = 0
+        if at is not None and delay is not None:
+            raise ValueError("give at= or delay=, not both (with .using(), pass at=None or "
+                             "delay=None to drop the one set before)")
         if at is not None:
+            if not isinstance(at, datetime):
+                raise TypeError(f"at= takes an aware datetime, got {at!r}")
             if at.tzinfo is None or at.utcoffset() is None:
                 raise ValueError(
                     f"at={at!r} is a naive datetime; pass an aware one (with USE_TZ = True, "
                     f"use django.utils.timezone.now() + timedelta(...))"
                 )
             at_ms = max(1, int(at.timestamp() * 1000))
+            if at_ms > MAX_DUE_MS:
+                raise ValueError(f"at={at!r} is past the year 9000; no job waits that long")
         if delay is not None:
+            if isinstance(delay, bool) or not isinstance(delay, (int, float, timedelta)):
+                raise TypeError(f"delay= takes seconds (a number) or a timedelta, got {delay!r}")
             seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
-            if seconds < 0:
-                raise ValueError(f"delay must not be negative, got {delay!r}")
+            if not 0 <= seconds < MAX_DELAY_SECONDS:
+                raise ValueError(f"delay must be a finite number of seconds from 0 to "
+                                 f"{MAX_DELAY_SECONDS:g} (100 years), got {delay!r}")
             delay_ms = int(seconds * 1000)
         dep_ids: list[str] = []
         for dep in depends_on or ():
@@ -374,12 +393,16 @@ class Queue:
                 dep_ids.append(dep)
             else:
                 raise TypeError(f"depends_on takes Job handles or job ids, got {dep!r}")
+        # One dependency named twice (a handle and its id) is one dependency: it ends once.
+        dep_ids = list(dict.fromkeys(dep_ids))
         if dep_ids and (at_ms or delay_ms):
             raise ValueError("a job cannot both be delayed and depend on other jobs")
         if timeout is None:
             timeout = self.default_timeout
-        elif not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        elif (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+              or not 0 < timeout < math.inf):
+            raise ValueError(f"timeout must be a finite positive number of seconds, got "
+                             f"{timeout!r}")
         # The fields every job has go by position (see ENQUEUE_FIELDS); the others as pairs,
         # defaults left out (the record reads them back as such): no ``attempts`` (the claim
         # counts from 0), no ``priority`` 0, no ``ser`` json; ``id`` and ``status`` are
@@ -563,7 +586,8 @@ class Queue:
         # Terminal registries are scored by expiry: newest first. The others: next due first.
         cmd = "ZREVRANGE" if state in TERMINAL_STATES else "ZRANGE"
         ids = yield Cmd((cmd, key, offset, offset + limit - 1))
-        return [i.decode() for i in ids]
+        # Ids written by this package are UTF-8; a member written otherwise is shown, not fatal.
+        return [i.decode(errors="replace") for i in ids]
 
     def _jobs_steps(self, state: str, offset: int, limit: int) -> Steps[list[JobRecord]]:
         ids = yield from self._ids_steps(state, offset, limit)
@@ -617,17 +641,26 @@ class Queue:
         """Put failed or canceled jobs back on the queue; returns how many moved."""
         return self.run(self._requeue_steps(job_ids))  # type: ignore[no-any-return]
 
-    def requeue_failed(self, batch: int = 500) -> int:
-        """Requeue every failed job, a window at a time; returns how many moved."""
-        total = 0
+    def _snapshot(self, state: str, batch: int) -> list[str]:
+        """Every id in ``state`` now, read a window at a time (a job that moves meanwhile may
+        be read twice: it is listed once)."""
+        ids: dict[str, None] = {}
+        offset = 0
         while True:
-            ids = self.job_ids("failed", 0, batch)
-            if not ids:
-                return total
-            moved = self.requeue(*ids)
-            total += moved
-            if moved == 0:
-                return total
+            window = self.job_ids(state, offset, batch)
+            ids.update(dict.fromkeys(window))
+            if len(window) < batch:
+                return list(ids)
+            offset += batch
+
+    def requeue_failed(self, batch: int = 500) -> int:
+        """Requeue every job that is failed now; returns how many moved. Jobs that fail while
+        this runs (some of those just requeued) stay failed: each job runs once per call."""
+        total = 0
+        ids = self._snapshot("failed", batch)
+        for i in range(0, len(ids), batch):
+            total += self.requeue(*ids[i:i + batch])
+        return total
 
     def _delete_steps(self, job_ids: Sequence[str]) -> Steps[int]:
         k = self.keys
@@ -645,13 +678,13 @@ class Queue:
         return self.run(self._delete_steps(job_ids))  # type: ignore[no-any-return]
 
     def empty(self, batch: int = 1000) -> int:
-        """Delete every queued job; returns how many."""
+        """Delete every job queued now (not those enqueued while this runs); returns how
+        many."""
         total = 0
-        while True:
-            ids = self.job_ids("queued", 0, batch)
-            if not ids:
-                return total
-            total += self.delete(*ids)
+        ids = self._snapshot("queued", batch)
+        for i in range(0, len(ids), batch):
+            total += self.delete(*ids[i:i + batch])
+        return total
 
     # -- waiting ------------------------------------------------------------------------------
     def _wait_steps(self, job_id: str, timeout: float | None) -> Steps[JobRecord]:
