@@ -34,25 +34,41 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None,
 @checks.register(TAG)
 def check_cron(app_configs: Sequence[AppConfig] | None = None,
                **kwargs: Any) -> list[checks.CheckMessage]:
-    """Each ``REDISQ["CRON"]`` entry must parse: expression, function, queue, time zone."""
-    from .engine.cron import CronError
-    from .schedules import parse_entry
+    """Each ``REDISQ["CRON"]`` entry must parse (expression that can match, function, queue,
+    time zone, ``every``), and no two schedules may share a name. ``@job(cron=...)``
+    functions are counted if this process has imported them (a worker, which imports every
+    job module, refuses duplicates at start in any case)."""
+    from .engine.cron import CronError, Schedule
+    from .schedules import duplicate_names, job_schedules, parse_entry
 
     parsed, problems = validate()
     if any(p.level == "error" for p in problems):
         return []  # the settings check reports those first
     errors: list[checks.CheckMessage] = []
+    labelled: list[tuple[str, Schedule]] = []
     for i, entry in enumerate(parsed.cron):
+        where = f'REDISQ["CRON"][{i}]'
         try:
-            parse_entry(entry, i, list(parsed.queues))
-        except CronError as exc:
-            errors.append(checks.Error(
-                str(exc), id="django_redisq.E012",
-                hint='Fix the entry: e.g. {"cron": "*/5 * * * *", "func": '
-                     '"myapp.tasks.cleanup"}; cron has 5 fields (minute hour day month '
-                     'weekday) or an alias like "@hourly"; use "every": seconds for '
-                     'sub-minute intervals.'))
+            labelled.append((where, parse_entry(entry, i, list(parsed.queues))))
+        except (CronError, TypeError, ValueError) as exc:
+            # Not only CronError: a check must report a bad entry, never crash on one.
+            msg = str(exc) if isinstance(exc, CronError) else f"{where}: {exc}"
+            errors.append(checks.Error(msg, id="django_redisq.E012", hint=CRON_HINT))
+    try:
+        labelled += job_schedules()
+    except CronError as exc:  # @job rejects bad expressions at decoration; defensive
+        errors.append(checks.Error(str(exc), id="django_redisq.E012", hint=CRON_HINT))
+    errors.extend(
+        checks.Error(msg, id="django_redisq.E012",
+                     hint='e.g. {"cron": "0 3 * * *", "func": "myapp.tasks.report", '
+                          '"args": ["site-a"], "name": "report-site-a"}')
+        for msg in duplicate_names(labelled))
     return errors
+
+
+CRON_HINT = ('Fix the entry: e.g. {"cron": "*/5 * * * *", "func": "myapp.tasks.cleanup"}; cron '
+             'has 5 fields (minute hour day month weekday) or an alias like "@hourly", and '
+             'must match some date; use "every": seconds (a number) for sub-minute intervals.')
 
 
 @checks.register(TAG)

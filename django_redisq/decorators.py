@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
@@ -16,6 +17,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 from django.db import transaction
 
 from . import conf
+from .engine.cron import CronError, CronExpr
 from .engine.job import Job
 from .engine.limits import KeySpec, Limits, make_limits
 from .engine.queue import Prepared
@@ -28,6 +30,20 @@ R = TypeVar("R")
 _UNSET: Any = object()
 _OPTION_NAMES = ("queue", "delay", "at", "priority", "job_id", "timeout", "retry", "result_ttl",
                  "failure_ttl", "on_commit", "meta", "depends_on", "run_anyway")
+
+
+def check_timeout(timeout: Any, where: str) -> None:
+    """``ValueError`` unless ``timeout`` is ``None`` (the queue's ``DEFAULT_TIMEOUT``) or a
+    finite positive number of seconds. Infinity and NaN pass a plain ``> 0`` test (NaN fails
+    every comparison) and would only fail in the worker; ``True`` is an int but no timeout."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+            or not 0 < timeout < math.inf:
+        raise ValueError(
+            f"{where}(timeout=...) must be a finite positive number of seconds, got "
+            f"{timeout!r}; for a long job give a long timeout (e.g. 86400 for a day), or "
+            f"leave it out to use the queue's DEFAULT_TIMEOUT")
 
 
 class JobFunction(Generic[P, R]):
@@ -75,6 +91,7 @@ class JobFunction(Generic[P, R]):
     ) -> JobFunction[P, R]:
         """A copy with other enqueue options, e.g. ``send.using(delay=60).delay(user.pk)``."""
         given = {k: v for k, v in locals().items() if k in _OPTION_NAMES and v is not _UNSET}
+        check_timeout(given.get("timeout"), f"{self.name}.using")
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
         clone.options = {**self.options, **given}
@@ -237,13 +254,22 @@ def job(
     queue_name = queue or func_or_queue or "default"
     if not isinstance(queue_name, str):
         raise TypeError(f"@job's first argument is a queue name (str), got {queue_name!r}")
-    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise ValueError(f"@job(timeout=...) must be a positive number of seconds, got {timeout!r}")
+    check_timeout(timeout, "@job")
     if retry is not None and not isinstance(retry, Retry):
         raise TypeError(f"@job(retry=...) takes a django_redisq.Retry, got {retry!r}")
     if not isinstance(priority, int) or not -100 <= priority <= 100:
         raise ValueError(
             f"@job(priority=...) must be an integer from -100 to 100, got {priority!r}")
+    if cron is not None:
+        # Parsed now, as every option is checked at decoration: a bad or never-matching
+        # expression would otherwise only fail in the worker's scheduler.
+        if not isinstance(cron, str):
+            raise TypeError(f"@job(cron=...) takes a cron expression (str) such as "
+                            f"'*/5 * * * *', got {cron!r}")
+        try:
+            CronExpr.parse(cron)
+        except CronError as exc:
+            raise CronError(f"@job(cron=...): {exc}") from None
     options = {"queue": queue_name, "timeout": timeout, "retry": retry, "priority": priority,
                "result_ttl": result_ttl, "failure_ttl": failure_ttl, "on_commit": on_commit,
                "cron": cron}
@@ -254,6 +280,13 @@ def job(
         if not callable(func):
             raise TypeError(f"@job decorates a function, got {func!r}")
         job_name = name or function_name(func)
+        if cron is not None:
+            try:  # a tick calls the function without arguments
+                inspect.signature(func).bind()
+            except TypeError as exc:
+                raise TypeError(f"@job(cron=...) on {job_name}: its ticks call it without "
+                                f"arguments, but {exc}; give its parameters defaults, or "
+                                f'use REDISQ["CRON"] with "args"') from None
         limits = make_limits(job_name, inspect.signature(func), limit_key=limit_key,
                              max_concurrency=max_concurrency, rate_limit=rate_limit,
                              rate_burst=rate_burst)

@@ -338,3 +338,10 @@ async def rated(tag: str) -> str:
     sec, usec = r.time()
     r.rpush("test:starts", sec * 1000 + usec // 1000)
     return tag
+
+
+# -- retries of timed-out jobs (tests/test_scheduling.py) --------------------------------------
+@job(timeout=0.2, retry=Retry(max=1, delay=0, jitter=0, on=(ConnectionError, TimeoutError)))
+async def outlives_its_timeout() -> None:
+    """Runs past its timeout, under README's retry policy for network trouble."""
+    await asyncio.sleep(30)

@@ -11,7 +11,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from django_redisq import conf
-from django_redisq.checks import TAG, check_settings
+from django_redisq.checks import TAG, check_cron, check_settings
 from django_redisq.engine.errors import QueueNotFound
 
 URL = "redis://127.0.0.1:6379/0"
@@ -391,3 +391,41 @@ def test_masked_url_hides_password() -> None:
         masked = conf.masked_url("default")
         assert masked == "redis://user:***@redis.internal:6379/0"
         assert "s3cret" not in repr(conf.get_queue())
+
+
+# -- REDISQ["CRON"] entries (E012) -------------------------------------------------------------
+def cron_errors(*entries: Any) -> list[str]:
+    with override_settings(REDISQ={**queues(), "CRON": list(entries)}, RQ_QUEUES=None):
+        messages = check_cron()
+    assert all(m.id == "django_redisq.E012" for m in messages)
+    return [m.msg for m in messages]
+
+
+@pytest.mark.parametrize("every", ["30", True, [30], 0, -5, float("inf"), float("nan")])
+def test_e012_cron_every_must_be_a_positive_number(every: Any) -> None:
+    """A string (from an environment variable) used to crash the check with a TypeError."""
+    [msg] = cron_errors({"every": every, "func": "tests.jobs.add", "args": [1, 2]})
+    assert msg.startswith('REDISQ["CRON"][0]["every"] must be a positive number of seconds')
+    assert repr(every) in msg
+
+
+@pytest.mark.parametrize(("entry", "says"), [
+    ({"cron": "0 0 31 4 *"}, '["cron"]: \'0 0 31 4 *\' never matches'),
+    ({"cron": "0 0 30,31 feb *"}, "never matches: its months (feb) have no day 30, 31"),
+    ({"cron": "@daily", "timezone": 1}, "a time zone is a name such as 'Europe/Paris', got 1"),
+    ({"cron": "@daily", "name": 7}, '["name"] must be a non-empty string, got 7'),
+])
+def test_e012_cron_entries_that_could_not_run(entry: dict[str, Any], says: str) -> None:
+    [msg] = cron_errors({**entry, "func": "tests.jobs.add", "args": [1, 2]})
+    assert msg.startswith('REDISQ["CRON"][0]') and says in msg, msg
+
+
+def test_e012_cron_entries_sharing_a_name_are_both_named() -> None:
+    entries = [{"cron": "0 3 * * *", "func": "tests.jobs.record", "args": ["site-a"]},
+               {"every": 30, "func": "tests.jobs.add", "args": [1, 2]},
+               {"cron": "0 3 * * *", "func": "tests.jobs.record", "args": ["site-b"]}]
+    [msg] = cron_errors(*entries)
+    assert msg.startswith('REDISQ["CRON"][0] and REDISQ["CRON"][2] share the name '
+                          "'tests.jobs.record'") and 'distinct "name"' in msg
+    entries[2]["name"] = "record-site-b"
+    assert cron_errors(*entries) == []

@@ -1,13 +1,17 @@
-"""Delayed jobs, unique job ids, cancel, and bounded memory (the parts built so far)."""
+"""Delayed jobs, unique job ids, cancel, bounded memory, timeouts and retry policies."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 
-from django_redisq import get_queue
+import pytest
+
+from django_redisq import Retry, get_queue, job
 from django_redisq.conf import clear_cache
+from django_redisq.engine.errors import JobTimeout
 from django_redisq.engine.keys import worker_key, workers_key
+from django_redisq.engine.retry import retry_delay
 from django_redisq.engine.worker import Worker, WorkerOptions
 from tests import jobs
 from tests.conftest import wait_for
@@ -145,3 +149,47 @@ def test_cancel_a_started_process_job_kills_it(r, worker_proc):
     # The process that ran it was replaced and serves the queue.
     assert jobs.add.delay(2, 3).get(timeout=10) == 5
     assert int(r.get("cp:runs")) == 1
+
+
+# -- timeouts and retry policies ----------------------------------------------------------------
+@pytest.mark.parametrize("timeout", [float("inf"), float("nan"), True, 0, -1, "30"])
+def test_a_timeout_that_is_no_finite_positive_number_fails_in_the_caller(timeout):
+    """Infinity and NaN used to pass, then failed the job in the worker ("malformed job
+    hash")."""
+    with pytest.raises(ValueError, match=r"@job\(timeout=...\) must be a finite positive number"):
+        job(timeout=timeout)
+    with pytest.raises(ValueError, match=r"tests.jobs.add.using\(timeout=...\) must be a finite"):
+        jobs.add.using(timeout=timeout)
+    assert jobs.add.using(timeout=2.5).delay(1, 2).refresh().record.timeout == 2.5
+
+
+def test_retry_on_takes_one_exception_class_and_refuses_a_string():
+    assert Retry(on=ValueError).on == (ValueError,)
+    policy = Retry(max=3, on=KeyError, jitter=0).to_dict()
+    assert retry_delay(policy, 1, KeyError("k")) == 1.0
+    assert retry_delay(policy, 1, ValueError()) is None
+    with pytest.raises(TypeError, match="not the string 'ValueError'"):
+        Retry(on="ValueError")
+    with pytest.raises(TypeError, match="takes exception classes, got 3"):
+        Retry(on=(ValueError, 3))
+
+
+def test_a_long_retry_policy_keeps_retrying_at_its_max_delay():
+    """``2.0 ** 1024`` overflows a float: the delay is capped before it is computed."""
+    policy = Retry(max=5000, delay=1.0, backoff=2.0, max_delay=60.0, jitter=0).to_dict()
+    assert [retry_delay(policy, n, ValueError()) for n in (1, 2, 7, 1024, 1025, 5000)] == [
+        1.0, 2.0, 60.0, 60.0, 60.0, 60.0]
+    assert retry_delay(policy, 5001, ValueError()) is None  # its max is reached
+    with pytest.raises(ValueError, match=r"max_delay=\.\.\.\) must be a finite number"):
+        Retry(max_delay=float("inf"))
+
+
+def test_a_timed_out_job_is_a_timeout_error_for_retry_policies(r, worker_thread):
+    """README's ``Retry(on=(ConnectionError, TimeoutError))`` retries a job that ran past its
+    timeout: ``JobTimeout`` is a ``TimeoutError``."""
+    assert issubclass(JobTimeout, TimeoutError)
+    j = jobs.outlives_its_timeout.delay()
+    wait_for(lambda: j.status == "failed", timeout=20)
+    rec = j.refresh().record
+    assert rec.attempts == 2  # retried once, as its policy allows
+    assert [e["type"] for e in rec.errors] == ["django_redisq.engine.errors.JobTimeout"] * 2

@@ -20,8 +20,12 @@ class JobNotFound(RedisQError, LookupError):
     """The job does not exist (never enqueued, deleted, or expired after its TTL)."""
 
 
-class JobTimeout(RedisQError):
-    """The job ran longer than its timeout."""
+class JobTimeout(RedisQError, TimeoutError):
+    """The job ran longer than its timeout.
+
+    A ``TimeoutError`` (as ``asyncio.TimeoutError`` is since Python 3.11), so that a policy
+    such as ``Retry(on=(ConnectionError, TimeoutError))`` retries jobs that timed out. Raised
+    with one message argument: ``OSError`` reads two as ``(errno, strerror)``."""
 
 
 class JobFailed(RedisQError):
