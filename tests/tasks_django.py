@@ -12,11 +12,13 @@ if django.VERSION < (6, 0):
     raise ImportError("tests.tasks_django needs Django 6.0+ (django.tasks)")
 
 import asyncio
+import math
 import os
 from typing import Any
 
 import redis
-from django.tasks import TaskContext, task
+from django.tasks import TaskContext, TaskResult, task
+from django.tasks.signals import task_finished, task_started
 
 
 def _redis() -> redis.Redis:
@@ -69,6 +71,59 @@ def with_context(context: TaskContext[Any, Any], tag: str) -> dict[str, Any]:
 async def async_with_context(context: TaskContext[Any, Any]) -> dict[str, Any]:
     await asyncio.sleep(0)
     return {"attempt": context.attempt, "id": context.task_result.id}
+
+
+@task
+async def sleepy() -> None:
+    """Runs until a timeout or a cancel stops it."""
+    await asyncio.sleep(30)
+
+
+@task
+def wait_release(key: str) -> str:
+    """A sync task blocked until the test pushes to ``key`` (a thread no timeout can stop)."""
+    _redis().blpop([key], timeout=30)
+    return "released"
+
+
+@task
+def returns_nan() -> float:
+    """A float, yet not JSON: the worker cannot store it."""
+    return math.nan
+
+
+@task
+def exit_worker() -> None:
+    """Kills the worker process running it."""
+    os._exit(1)
+
+
+@task(takes_context=True)
+def task_options(context: TaskContext[Any, Any]) -> dict[str, Any]:
+    """The options of the task as the running job sees them."""
+    declared = context.task_result.task
+    run_after = declared.run_after
+    return {"queue": declared.queue_name, "priority": declared.priority,
+            "run_after": run_after.isoformat() if run_after else None}
+
+
+def signal_line(kind: str, result: TaskResult[Any, Any]) -> str:
+    """How the tests write down a task signal (their own, or a worker subprocess's)."""
+    errors = ",".join(e.exception_class_path for e in result.errors)
+    return (f"{kind} {result.task.name} {result.status} [{errors}] "
+            f"q={result.task.queue_name} p={result.task.priority}")
+
+
+# Worker subprocesses started with REDISQ_TEST_TASK_SIGNALS write the task signals they send to
+# a Redis list, for the test to read.
+if os.environ.get("REDISQ_TEST_TASK_SIGNALS"):
+    def _record_signal(kind: str) -> Any:
+        def receiver(sender: Any, task_result: TaskResult[Any, Any], **kwargs: Any) -> None:
+            _redis().rpush("test:task-signals", signal_line(kind, task_result))
+        return receiver
+
+    task_started.connect(_record_signal("started"), weak=False)
+    task_finished.connect(_record_signal("finished"), weak=False)
 
 
 # Django 6.1+ passes @task(**kwargs) to the backend's task_class (RedisQTask): the engine's

@@ -8,8 +8,10 @@ left checks that importing the backend says so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
-from datetime import timedelta
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import django
 import pytest
@@ -18,7 +20,8 @@ from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from django_redisq import get_queue
+from django_redisq import Retry, get_queue
+from tests.conftest import wait_for
 
 DJANGO_6 = django.VERSION >= (6, 0)
 needs_django_6 = pytest.mark.skipif(
@@ -33,6 +36,39 @@ if DJANGO_6:
     from tests import tasks_django as t
 
 BACKEND = "django_redisq.tasks_backend.RedisQBackend"
+#: Worker subprocesses with this write the task signals they send to test:task-signals.
+SIGNALS_ENV = {"REDISQ_TEST_TASK_SIGNALS": "1"}
+FAST_LEASE = {"REDISQ_TEST_LEASE": "1", "REDISQ_TEST_HEARTBEAT": "0.2"}
+TIMEOUT_PATH = "django_redisq.engine.errors.JobTimeout"
+REDISQ_ERROR_PATH = "django_redisq.engine.errors.RedisQError"
+
+
+@contextlib.contextmanager
+def signals_seen() -> Iterator[list[str]]:
+    """The task_started / task_finished signals sent in this process, as tests.tasks_django
+    writes them down."""
+    seen: list[str] = []
+
+    def receiver(kind):
+        def handler(sender, task_result, **kwargs):
+            assert sender is RedisQBackend
+            seen.append(t.signal_line(kind, task_result))
+        return handler
+
+    started, finished = receiver("started"), receiver("finished")
+    task_started.connect(started)
+    task_finished.connect(finished)
+    try:
+        yield seen
+    finally:
+        task_started.disconnect(started)
+        task_finished.disconnect(finished)
+
+
+def worker_signals(r, name: str) -> list[str]:
+    """The signals a worker subprocess sent for the task ``name``."""
+    return [line.decode() for line in r.lrange("test:task-signals", 0, -1)
+            if line.decode().split()[1] == name]
 
 
 def burst(*queues: str, concurrency: int | None = None) -> None:
@@ -410,3 +446,175 @@ class TestEngineOptionsInDecorator:
             task(timeout=-1)(t.add.func)
         with pytest.raises(TypeError, match="job_id function returned 42"):
             t.add.using(job_id=lambda a, b: 42).enqueue(1, 2)
+
+
+@needs_django_6
+class TestFinishedSignalMatchesTheOutcome:
+    """task_finished: once per attempt that ends, with the status the stored result takes."""
+
+    def test_async_timeout(self, r):
+        res = t.sleepy.using(timeout=0.3).enqueue()
+        with signals_seen() as seen:
+            burst("default")
+        res.refresh()
+        assert res.status == TaskResultStatus.FAILED
+        assert [e.exception_class_path for e in res.errors] == [TIMEOUT_PATH]
+        assert seen == ["started sleepy RUNNING [] q=default p=0",
+                        f"finished sleepy FAILED [{TIMEOUT_PATH}] q=default p=0"]
+
+    def test_unencodable_return_value_fails_before_it_is_reported(self, r):
+        res = t.returns_nan.enqueue()
+        with signals_seen() as seen:
+            burst("default")
+        res.refresh()
+        assert res.status == TaskResultStatus.FAILED
+        assert [e.exception_class_path for e in res.errors] == ["builtins.TypeError"]
+        assert "cannot be encoded with the json serializer" in res.errors[0].traceback
+        assert seen == ["started returns_nan RUNNING [] q=default p=0",
+                        "finished returns_nan FAILED [builtins.TypeError] q=default p=0"]
+
+    def test_sync_timeout_is_reported_then_its_late_thread_sends_nothing(self, r, worker_proc):
+        queue = get_queue("default")
+        res = t.wait_release.using(timeout=0.3).enqueue("test:release")
+        w = worker_proc("default", "--concurrency", "1", env=SIGNALS_ENV)
+        failed = f"finished wait_release FAILED [{TIMEOUT_PATH}] q=default p=0"
+        # Reported when the worker gives up on it, while its thread still runs.
+        wait_for(lambda: failed in worker_signals(r, "wait_release"), timeout=20,
+                 message=lambda: f"{r.lrange('test:task-signals', 0, -1)}\n{w.output()}")
+        assert queue.fetch_record(res.id).status == "failed"
+        r.rpush("test:release", "go")
+        # One slot, which the timed-out thread holds until it returns: once the next job has
+        # run, the late thread has returned (and sent anything it would).
+        after = t.add.enqueue(1, 2)
+        assert queue.wait(after.id, timeout=20).status == "finished", w.output()
+        assert worker_signals(r, "wait_release") == [
+            "started wait_release RUNNING [] q=default p=0", failed]
+        res.refresh()
+        assert res.status == TaskResultStatus.FAILED
+
+    def test_cancel_while_running(self, r, worker_proc):
+        queue = get_queue("default")
+        w = worker_proc("default", env=SIGNALS_ENV)
+        canceled = f"finished {{}} FAILED [{REDISQ_ERROR_PATH}] q=default p=0"
+        for res, name, release in ((t.sleepy.enqueue(), "sleepy", None),
+                                   (t.wait_release.enqueue("test:go"), "wait_release",
+                                    "test:go")):
+            wait_for(lambda n=name: worker_signals(r, n), timeout=20, message=w.output)
+            assert queue.cancel(res.id) == "started"
+            if release:  # a sync task cannot be stopped: it ends canceled when it returns
+                r.rpush(release, "go")
+            wait_for(lambda n=name: len(worker_signals(r, n)) == 2, timeout=20,
+                     message=lambda n=name: f"{worker_signals(r, n)}\n{w.output()}")
+            assert worker_signals(r, name) == [f"started {name} RUNNING [] q=default p=0",
+                                               canceled.format(name)]
+            record = wait_for(lambda i=res.id: (x := queue.fetch_record(i)).is_terminal and x,
+                              timeout=20, message=w.output)
+            assert record.status == "canceled"
+            assert default_task_backend.get_result(res.id).status == TaskResultStatus.FAILED
+
+    def test_each_failed_attempt_reports_failed(self, r):
+        """Django has no retries: each attempt that ends reports its own outcome, so a retried
+        task sends started and finished once per attempt."""
+        res = t.fail.using(retry=Retry(max=1, delay=0)).enqueue()
+        with signals_seen() as seen:
+            burst("default")
+        res.refresh()
+        assert res.status == TaskResultStatus.FAILED and res.attempts == 2
+        error = "builtins.ValueError"
+        assert seen == ["started fail RUNNING [] q=default p=0",
+                        f"finished fail FAILED [{error}] q=default p=0",
+                        f"started fail RUNNING [{error}] q=default p=0",
+                        f"finished fail FAILED [{error},{error}] q=default p=0"]
+
+
+@needs_django_6
+class TestEngineErrors:
+    def test_worker_death_names_an_importable_class(self, r, worker_proc):
+        from django_redisq.engine import errors
+
+        res = t.exit_worker.enqueue()
+        queue = get_queue("default")
+        w = worker_proc("default", "--processes", "1", env=FAST_LEASE)
+        wait_for(lambda: queue.fetch_record(res.id).status == "failed", timeout=40,
+                 message=w.output)
+        res.refresh()
+        error = res.errors[-1]
+        # The class is the engine's WorkerDied once django_redisq.engine.errors has one; until
+        # then its base, RedisQError. Never builtins.WorkerDied, which does not import.
+        name = "WorkerDied" if hasattr(errors, "WorkerDied") else "RedisQError"
+        assert error.exception_class_path == f"django_redisq.engine.errors.{name}"
+        assert issubclass(error.exception_class, errors.RedisQError)
+        assert error.traceback.startswith("WorkerDied: the worker running this job died")
+
+    def test_recorded_names_map_to_importable_paths(self):
+        from django_redisq.engine import errors
+        from django_redisq.engine.job import JobRecord
+        from django_redisq.tasks_backend import to_result
+
+        names = ["ValueError", "DependencyFailed", "JobTimeout", "tests.jobs.Nope", "Bogus"]
+        rec = JobRecord(id="j", queue="default", func="task:tests.tasks_django.add",
+                        status="failed", attempts=1,
+                        errors=[{"type": n, "message": "m"} for n in names])
+        paths = [e.exception_class_path for e in to_result(rec, t.add, "default").errors]
+        dependency = "DependencyFailed" if hasattr(errors, "DependencyFailed") else "RedisQError"
+        assert paths == ["builtins.ValueError", f"django_redisq.engine.errors.{dependency}",
+                         TIMEOUT_PATH, "tests.jobs.Nope", REDISQ_ERROR_PATH]
+
+
+@needs_django_6
+class TestResultTaskIsTheJobs:
+    """TaskResult.task has the job's own queue, priority and run_after, whichever variants
+    of the task were built in the process that runs or reads it."""
+
+    def test_in_the_worker_and_from_get_result(self, r):
+        res = t.task_options.using(queue_name="high", priority=50).enqueue()
+        past = timezone.now() - timedelta(seconds=1)
+        due = t.task_options.using(run_after=past).enqueue()
+        t.task_options.using(queue_name="low", priority=7)  # built later, in this process
+        with signals_seen() as seen:
+            burst("default", "high")
+        got = default_task_backend.get_result(res.id)
+        assert got.return_value == {"queue": "high", "priority": 50, "run_after": None}
+        assert (got.task.queue_name, got.task.priority) == ("high", 50)
+        assert sorted(seen) == sorted([
+            "started task_options RUNNING [] q=high p=50",
+            "finished task_options SUCCESSFUL [] q=high p=50",
+            "started task_options RUNNING [] q=default p=0",
+            "finished task_options SUCCESSFUL [] q=default p=0"])
+        ran = default_task_backend.get_result(due.id).return_value
+        assert abs(datetime.fromisoformat(ran["run_after"]) - past) < timedelta(
+            milliseconds=1)
+
+    def test_run_after_of_each_job(self, r):
+        when = timezone.now() + timedelta(hours=1)
+        later = t.add.using(run_after=when).enqueue(1, 1)
+        plain = t.add.enqueue(1, 2)
+        t.add.using(run_after=when + timedelta(hours=1))  # built later, never enqueued
+        assert default_task_backend.get_result(plain.id).task.run_after is None
+        got = default_task_backend.get_result(later.id).task.run_after
+        assert abs(got - when) < timedelta(milliseconds=1)
+
+
+@needs_django_6
+class TestDuplicateJobId:
+    def test_returns_the_stored_job_and_sends_nothing(self, r):
+        unique = t.record.using(job_id="only-one")
+        enqueued: list[str] = []
+
+        def handler(sender, task_result, **kwargs):
+            enqueued.append(task_result.id)
+
+        task_enqueued.connect(handler)
+        try:
+            first = unique.enqueue("a")
+            again = unique.enqueue("b")
+            aagain = asyncio.run(unique.aenqueue("c"))
+        finally:
+            task_enqueued.disconnect(handler)
+        assert enqueued == ["only-one"]
+        assert first.id == again.id == aagain.id == "only-one"
+        assert again.args == aagain.args == ["a"]
+        stored = default_task_backend.get_result("only-one")
+        assert again.enqueued_at == aagain.enqueued_at == stored.enqueued_at
+        assert again.status == TaskResultStatus.READY
+        assert get_queue("default").counts()["queued"] == 1

@@ -43,6 +43,17 @@ class JobCanceled(RedisQError):
     """Raised by ``Job.get()`` when the job was canceled."""
 
 
+# The two errors that Redis scripts record themselves, by these bare names (a job record's
+# ``error["type"]``); the classes give those names an importable home (``django.tasks``'
+# ``TaskError.exception_class`` imports what it reads).
+class WorkerDied(RedisQError):
+    """The job's worker died while running it ``MAX_DEATHS`` times: failed as a poison job."""
+
+
+class DependencyFailed(RedisQError):
+    """A job this one depended on failed or was canceled, so this one was canceled."""
+
+
 class UnknownFunction(RedisQError):
     """The job names a function the worker has not registered."""
 
