@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import redis
 from django.contrib import messages
-from django.contrib.admin.utils import quote, unquote
+from django.contrib.admin.utils import quote
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Page, Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -37,10 +38,10 @@ from django.utils import timezone as dj_timezone
 from django.utils.http import urlencode
 
 from .conf import get_queue, queue_names, redisq_settings
-from .engine.errors import RedisQError
-from .engine.job import JobRecord, codec, ms_to_datetime
+from .engine.errors import PayloadError, RedisQError
+from .engine.job import JobRecord, codec
 from .engine.keys import ACTIVE_STATES, STATES, TERMINAL_STATES, worker_key, workers_key
-from .engine.ops import Batch, Cmd, Steps
+from .engine.ops import Batch, Cmd, Steps, one
 from .engine.queue import Queue
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ REQUEUEABLE = ("failed", "canceled")
 CANCELABLE = ACTIVE_STATES
 
 _PAGE_RE = re.compile(r"[0-9]{1,9}")
+_UNQUOTE_RE = re.compile(r"_([0-9A-F]{2})")
 
 
 # -- errors shown as pages ----------------------------------------------------------------------
@@ -109,10 +111,43 @@ def _text(value: Any) -> str:
 
 
 def _int(value: Any) -> int | None:
+    """An integer read from Redis, or None when it is not a finite number ("1e400" is
+    infinite, "nan" is not a number)."""
     try:
         return int(float(_text(value)))
-    except ValueError:
+    except (ValueError, OverflowError, TypeError):
         return None
+
+
+def _visible(text: str) -> str:
+    """``text`` with what would not show as backslash escapes: control and other
+    non-printable characters, and the bytes of a value that was not UTF-8 (read with
+    ``surrogateescape``). The result still goes through autoescaping."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch.isprintable():
+            out.append(ch)
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code <= 0xFF:
+            out.append(f"\\x{code:02x}")
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "".join(out)
+
+
+def _is_text(value: str) -> bool:
+    """Whether ``value`` is UTF-8 text (not bytes kept as surrogates by surrogateescape)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _cut(text: str, limit: int = MAX_TEXT) -> str:
@@ -155,21 +190,40 @@ class Stamp:
     text: str
     iso: str
     ago: str
-    value: datetime
+    value: datetime | None  # None: not a moment a datetime can hold (``text`` says so)
 
     def __str__(self) -> str:
         return self.text
 
 
-def stamp(ms: int | None, now_ms: int | None = None) -> Stamp | None:
-    when = ms_to_datetime(ms)
-    if when is None or ms is None:
+def _raw_stamp(raw: Any, why: str) -> Stamp:
+    text = _clip(_visible(_text(raw)), 40)
+    return Stamp(f"{why} ({text})", "", f"the stored value is {why}", None)
+
+
+def stamp(ms: Any, now_ms: int | None = None) -> Stamp | None:
+    """Milliseconds since the epoch (an int, or the value as read from Redis) as a Stamp;
+    None when absent. A value that is not a number, or a moment outside what ``datetime``
+    holds (a due time 3 million days away, "1e18", "+inf"), is shown as it is stored: a
+    listing must never fail on one job's odd value."""
+    if ms is None or ms == "" or ms == b"":
         return None
-    local = dj_timezone.localtime(when) if dj_timezone.is_aware(when) else when
+    value = ms if type(ms) is int else _int(ms)
+    if value is None:
+        return _raw_stamp(ms, "not a time")
+    try:
+        when = datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return _raw_stamp(ms, "out of range")
+    zone = ""
+    try:
+        local = dj_timezone.localtime(when)
+    except (ValueError, OverflowError):  # 9999-12-31 23:30 UTC is past the end east of UTC
+        local, zone = when, " UTC"
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    delta = (now_ms - ms) / 1000
+    delta = (now_ms - value) / 1000
     ago = (f"{duration_text(delta)} ago" if delta >= 0 else f"in {duration_text(-delta)}")
-    return Stamp(local.strftime("%Y-%m-%d %H:%M:%S"), local.isoformat(), ago, when)
+    return Stamp(local.strftime("%Y-%m-%d %H:%M:%S") + zone, local.isoformat(), ago, when)
 
 
 def _clip(value: str, limit: int = 80) -> str:
@@ -205,13 +259,34 @@ def _configured() -> list[Queue]:
 
 
 # -- site plumbing ------------------------------------------------------------------------------
+def qid(value: str) -> str:
+    """A queue name or job id as a URL path segment or a selection value: Django admin's
+    ``quote`` ("/" as "_2F", "_" as "_5F", ...), plus, in the same ``_XX`` form, the control
+    characters (an HTML form turns a CR into a LF and a NUL into U+FFFD) and the dots of an
+    id that is all dots: "." and ".." are dot segments, which browsers resolve (even written
+    "%2E") before sending the request, so the link would lead to another page."""
+    text = quote(value)
+    if text in (".", ".."):
+        return text.replace(".", "_2E")
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() or ord(ch) > 0xFF else f"_{ord(ch):02X}"
+                       for ch in text)
+    return text
+
+
+def unq(value: str) -> str:
+    """Undo ``qid`` (and Django admin's ``quote``): "_" is always escaped, so every "_XX"
+    is an escape."""
+    return _UNQUOTE_RE.sub(lambda m: chr(int(m[1], 16)), value)
+
+
 def admin_url(model_admin: AnyAdmin, name: str, *args: str) -> str:
     site = model_admin.admin_site.name
     return reverse(f"{site}:django_redisq_{name}", args=args, current_app=site)
 
 
 def job_url(model_admin: AnyAdmin, queue: str, job_id: str, action: str = "change") -> str:
-    return admin_url(model_admin, f"job_{action}", quote(queue), quote(job_id))
+    return admin_url(model_admin, f"job_{action}", qid(queue), qid(job_id))
 
 
 def sibling(model_admin: AnyAdmin, model_name: str) -> AnyAdmin:
@@ -268,6 +343,14 @@ def guarded(view: View) -> View:
             return render(request, "unavailable.html", context(
                 request, model_admin, "Redis is unreachable", error=plain(str(exc)),
                 servers=_servers()), status=503)
+        except redis.ResponseError as exc:
+            # What the pages expect of Redis data is handled where it is read (a key of
+            # another type, malformed jobs); an error left is shown, not a traceback page.
+            log.exception("admin: Redis replied with an error")
+            return render(request, "error.html", context(
+                request, model_admin, "Redis replied with an error",
+                message=f"Redis replied with an error: {_clip(plain(str(exc)), 300)}"),
+                status=500)
 
     return inner
 
@@ -292,7 +375,7 @@ def param_queue(value: str | None, *, default: bool = True) -> Queue:
 
 
 def path_queue(value: str) -> Queue:
-    name = unquote(value)
+    name = unq(value)
     if name not in queue_names():
         raise NotFound(f"There is no queue named “{_clip(name)}”.")
     return get_queue(name)
@@ -317,13 +400,18 @@ def param_page(value: str | None) -> int:
 
 
 def valid_job_id(value: str) -> bool:
-    return 0 < len(value) <= MAX_JOB_ID and value.isprintable()
+    """Whether the admin can open and act on a job of this id: 1 to 200 characters of
+    text. Not only printable ones: enqueue once accepted any, and the jobs made then must
+    stay viewable and deletable (``qid`` escapes what a URL or a form would change; pages
+    show them with ``_visible``). Not an id that is not UTF-8 (read with
+    ``surrogateescape``): no URL or form carries it back."""
+    return 0 < len(value) <= MAX_JOB_ID and _is_text(value)
 
 
 def path_job_id(value: str) -> str:
-    job_id = unquote(value)
+    job_id = unq(value)
     if not valid_job_id(job_id):
-        raise BadParameter("That is not a job id: job ids are 1 to 200 printable characters.")
+        raise BadParameter("That is not a job id: job ids are 1 to 200 characters.")
     return job_id
 
 
@@ -333,7 +421,7 @@ class WorkerInfo:
     name: str
     alive: bool
     last_beat: Stamp | None
-    seconds_ago: float
+    seconds_ago: float | None  # None: no heartbeat time that can be read
     host: str = ""
     pid: str = ""
     queues: list[str] = field(default_factory=list)
@@ -342,6 +430,7 @@ class WorkerInfo:
     state: str = ""
     processed: str = ""
     failed: str = ""
+    #: ``{"queue", "id", "text", "url"}``; "queue" is "" for an entry that names no job.
     jobs: list[dict[str, str]] = field(default_factory=list)
     known: bool = False  # the worker's hash still exists (it expires after 3 heartbeats)
 
@@ -375,31 +464,39 @@ def _overview_steps(queues: Sequence[Queue], prefix: str, with_workers: bool,
     seen = _pairs(pairs)
     hashes = (yield Batch([Cmd(("HGETALL", worker_key(prefix, n))) for n, _ in seen])
               ) if seen else []
-    workers = [_worker(name, int(score), now, stale_ms, h or {})
+    workers = [_worker(name, score, now, stale_ms, h or {})
                for (name, score), h in zip(seen, hashes)]
     return Overview(counts, workers, int(total))
 
 
-def _worker(name: str, beat_ms: int, now_ms: int, stale_ms: int,
+def _worker(name: str, score: float, now_ms: int, stale_ms: int,
             raw: dict[Any, Any]) -> WorkerInfo:
     h = {_text(k): _text(v) for k, v in raw.items()}
-    last = _int(h.get("last_beat")) or beat_ms
-    info = WorkerInfo(name=plain(name), alive=bool(h) and now_ms - last <= stale_ms,
-                      last_beat=stamp(last, now_ms), seconds_ago=max(0, now_ms - last) / 1000,
-                      known=bool(h))
+    # The registry's score is the last heartbeat; a corrupt one ("+inf") is not a time.
+    last = _int(h.get("last_beat")) or (int(score) if math.isfinite(score) else None)
+    if last is None:
+        info = WorkerInfo(name=plain(name), alive=False, seconds_ago=None, known=bool(h),
+                          last_beat=stamp(h.get("last_beat") or str(score), now_ms))
+    else:
+        info = WorkerInfo(name=plain(name), alive=bool(h) and now_ms - last <= stale_ms,
+                          last_beat=stamp(last, now_ms),
+                          seconds_ago=max(0, now_ms - last) / 1000, known=bool(h))
     if h:
         info.host = h.get("host", "")
         info.pid = h.get("pid", "")
         info.queues = [q for q in h.get("queues", "").split(",") if q]
         info.concurrency = h.get("concurrency", "")
-        info.started = stamp(_int(h.get("started")), now_ms)
+        info.started = stamp(h.get("started"), now_ms)
         info.state = h.get("state", "")
         info.processed = h.get("processed", "")
         info.failed = h.get("failed", "")
         for item in h.get("jobs", "").split(","):
+            if not item:
+                continue
             queue, sep, job_id = item.partition("/")
-            if sep and job_id:
-                info.jobs.append({"queue": queue, "id": job_id})
+            if not (sep and queue and valid_job_id(job_id)):  # "/abc": shown, not linked
+                queue = job_id = ""
+            info.jobs.append({"queue": queue, "id": job_id, "text": _visible(item), "url": ""})
     return info
 
 
@@ -424,21 +521,105 @@ def overview(queues: Sequence[Queue], *, with_workers: bool = True) -> Overview:
     return out
 
 
-def find_job(job_id: str, queues: Sequence[Queue]) -> list[JobRecord]:
+@dataclass
+class Entry:
+    """A job as the admin reads it: the queue and id it was read under (never the hash's own
+    ``queue`` and ``id`` fields, which may say otherwise), its fields, and its decoded record,
+    or why there is none (a malformed hash, or a key that is not a hash)."""
+
+    queue: str
+    id: str  # a registry member that is not UTF-8 keeps its bytes as surrogates
+    fields: dict[str, bytes]
+    record: JobRecord | None = None
+    problem: str = ""
+
+    def value(self, name: str) -> str:
+        """A field as text ("" when absent)."""
+        return _text(self.fields.get(name))
+
+    @property
+    def func(self) -> str:
+        return self.record.func if self.record is not None else self.value("func")
+
+    @property
+    def status(self) -> str:
+        return self.record.status if self.record is not None else self.value("status")
+
+
+def _job_key(queue: Queue, job_id: str) -> str | bytes:
+    key = queue.keys.job(job_id)
+    # an id that was not UTF-8: its key is made of the same bytes
+    return key if _is_text(key) else key.encode("utf-8", "surrogateescape")
+
+
+def _raw_fields(reply: Any) -> dict[str, bytes]:
+    """A HGETALL reply (a mapping or a flat list) as field name -> value bytes."""
+    pairs = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2])
+    return {_text(k): v if isinstance(v, bytes) else _text(v).encode() for k, v in pairs}
+
+
+def _entry(queue: str, job_id: str, reply: Any) -> Entry | None:
+    """The ``Entry`` of a ``_read_hashes`` reply; None when the job does not exist."""
+    if isinstance(reply, str):
+        return Entry(queue, job_id, {}, problem=(
+            f"Its key holds a Redis {_visible(reply)}, not a hash: this is not a job record. "
+            f"It can only be deleted."))
+    if not reply:
+        return None
+    fields = _raw_fields(reply)
+    try:
+        return Entry(queue, job_id, fields, JobRecord.from_hash(reply))
+    except PayloadError as exc:
+        return Entry(queue, job_id, fields, problem=_cut(plain(str(exc)), 2000))
+
+
+def _read_hashes(queue: Queue, keys: Sequence[str | bytes]) -> list[Any]:
+    """The HGETALL reply of each key (on ``queue``'s Redis), in one round trip; for a key of
+    another type, its type's name instead (two more round trips, only then)."""
+    if not keys:
+        return []
+    try:
+        return list(queue.run(_batch_steps([Cmd(("HGETALL", k)) for k in keys])))
+    except redis.ResponseError as exc:
+        if "WRONGTYPE" not in str(exc):
+            raise
+    types = [_text(t) for t in queue.run(_batch_steps([Cmd(("TYPE", k)) for k in keys]))]
+    hashes = [k for k, t in zip(keys, types) if t == "hash"]
+    replies = iter(queue.run(_batch_steps([Cmd(("HGETALL", k)) for k in hashes]))
+                   if hashes else [])
+    return [next(replies) if t == "hash" else ({} if t == "none" else t) for t in types]
+
+
+def read_jobs(queue: Queue, ids: Sequence[str]) -> list[Entry]:
+    """The jobs of ``queue`` with these ids, in order; missing ones are left out."""
+    replies = _read_hashes(queue, [_job_key(queue, i) for i in ids])
+    entries = [_entry(queue.name, i, reply) for i, reply in zip(ids, replies)]
+    return [e for e in entries if e is not None]
+
+
+def find_job(job_id: str, queues: Sequence[Queue]) -> list[Entry]:
     """The jobs with this exact id in any of ``queues``: one pipeline per Redis deployment."""
-
-    def steps(group: Sequence[Queue]) -> Steps[list[JobRecord]]:
-        hashes = yield Batch([Cmd(("HGETALL", q.keys.job(job_id))) for q in group])
-        return JobRecord.decode_many(hashes)
-
-    found: list[JobRecord] = []
+    found: list[Entry] = []
     for group in _by_connection(queues):
-        found += group[0].run(steps(group))
+        replies = _read_hashes(group[0], [_job_key(q, job_id) for q in group])
+        found += [e for q, reply in zip(group, replies)
+                  if (e := _entry(q.name, job_id, reply)) is not None]
     return found
 
 
+def _ids_steps(queue: Queue, state: str, offset: int, limit: int) -> Steps[list[str]]:
+    # As ``Queue.job_ids`` (terminal registries newest first, the others next due first),
+    # keeping a member that is not UTF-8 (as surrogates) rather than failing on it.
+    cmd = "ZREVRANGE" if state in TERMINAL_STATES else "ZRANGE"
+    ids = yield Cmd((cmd, queue.keys.state(state), offset, offset + limit - 1))
+    return [i.decode("utf-8", "surrogateescape") if isinstance(i, bytes) else plain(i)
+            for i in ids]
+
+
 class JobWindow:
-    """A state's jobs as a sequence for ``Paginator``: slicing reads one ZRANGE window."""
+    """A state's jobs as a sequence for ``Paginator``: slicing reads one ZRANGE window, then
+    the jobs' hashes in one pipeline. Malformed jobs are kept (``Entry.problem``), so that a
+    listing shows every job it counts and each can be selected and deleted."""
 
     def __init__(self, queue: Queue, state: str, total: int) -> None:
         self.queue = queue
@@ -451,24 +632,25 @@ class JobWindow:
     def __len__(self) -> int:
         return self.total
 
-    def __getitem__(self, window: slice) -> list[JobRecord]:
+    def __getitem__(self, window: slice) -> list[Entry]:
         start = window.start or 0
         stop = self.total if window.stop is None else window.stop
         if stop <= start:
             return []
-        return self.queue.jobs(self.state, start, stop - start)
+        ids = self.queue.run(_ids_steps(self.queue, self.state, start, stop - start))
+        return read_jobs(self.queue, ids)
 
 
 def paginate(queue: Queue, state: str, total: int,
-             page: int) -> tuple[Paginator[JobRecord], Page[JobRecord]]:
+             page: int) -> tuple[Paginator[Entry], Page[Entry]]:
     """The page of a state's jobs (a page past the end shows the last one)."""
-    paginator: Paginator[JobRecord] = Paginator(cast(Any, JobWindow(queue, state, total)),
-                                                PER_PAGE)
+    paginator: Paginator[Entry] = Paginator(cast(Any, JobWindow(queue, state, total)),
+                                            PER_PAGE)
     number = min(page, paginator.num_pages)
     return paginator, paginator.page(number)
 
 
-def page_links(paginator: Paginator[JobRecord], page: Page[JobRecord],
+def page_links(paginator: Paginator[Entry], page: Page[Entry],
                base: dict[str, str]) -> list[dict[str, Any]]:
     links: list[dict[str, Any]] = []
     if paginator.num_pages <= 1:
@@ -485,31 +667,48 @@ def page_links(paginator: Paginator[JobRecord], page: Page[JobRecord],
 # -- rows ---------------------------------------------------------------------------------------
 @dataclass
 class JobRow:
-    id: str
+    id: str  # shown: escapes for what would not show (``_visible``)
     queue: str
     func: str
     status: str
-    url: str
-    select: str  # the checkbox value: quoted queue, "/", quoted id
+    url: str  # "" for an id no URL can carry (not UTF-8)
+    select: str  # the checkbox value: quoted queue, "/", quoted id ("" as for url)
     enqueued_at: Stamp | None
     scheduled_for: Stamp | None
     started_at: Stamp | None
     ended_at: Stamp | None
     duration: str
-    attempts: int
+    attempts: str
     error: str
+    malformed: str = ""  # why the job's record cannot be decoded ("" when it can)
 
 
-def job_row(model_admin: AnyAdmin, rec: JobRecord, now: int | None = None) -> JobRow:
+def job_row(model_admin: AnyAdmin, entry: Entry, now: int | None = None) -> JobRow:
+    """A listing's row: the id and queue are those the job was read under."""
+    linkable = valid_job_id(entry.id)
+    rec = entry.record
+    common = {
+        "id": _visible(entry.id), "queue": plain(entry.queue),
+        "func": _visible(entry.func), "status": _visible(entry.status),
+        "url": job_url(model_admin, entry.queue, entry.id) if linkable else "",
+        "select": f"{qid(entry.queue)}/{qid(entry.id)}" if linkable else "",
+    }
+    if rec is None:
+        f = entry.value
+        return JobRow(
+            **common, enqueued_at=stamp(f("enqueued_at"), now),
+            scheduled_for=stamp(f("scheduled_for"), now), started_at=stamp(f("started_at"), now),
+            ended_at=stamp(f("ended_at"), now), duration="",
+            attempts=_clip(_visible(f("attempts")), 20), error="",
+            malformed=entry.problem or "malformed job record")
     err = rec.error or {}
     error = f"{_text(err.get('type'))}: {_text(err.get('message'))}" if err else ""
     return JobRow(
-        id=plain(rec.id), queue=plain(rec.queue), func=plain(rec.func),
-        status=plain(rec.status), url=job_url(model_admin, rec.queue, rec.id),
-        select=f"{quote(rec.queue)}/{quote(rec.id)}",
+        **common,
         enqueued_at=stamp(rec.enqueued_at, now), scheduled_for=stamp(rec.scheduled_for, now),
         started_at=stamp(rec.started_at, now), ended_at=stamp(rec.ended_at, now),
-        duration=duration_text(rec.duration), attempts=rec.attempts, error=_cut(error, 200),
+        duration=duration_text(rec.duration), attempts=str(rec.attempts),
+        error=_cut(error, 200),
     )
 
 
@@ -544,8 +743,8 @@ def queues_view(request: HttpRequest, model_admin: AnyAdmin) -> HttpResponse:
             "queued": counts["queued"],
             "workers": serving,
             "redis_url": conf.queues[q.name].masked_url,
-            "requeue_url": admin_url(model_admin, "queue_requeue_failed", quote(q.name)),
-            "empty_url": admin_url(model_admin, "queue_empty", quote(q.name)),
+            "requeue_url": admin_url(model_admin, "queue_requeue_failed", qid(q.name)),
+            "empty_url": admin_url(model_admin, "queue_empty", qid(q.name)),
         })
     first = queues[0].name if queues else ""
     return render(request, "queues.html", context(
@@ -571,16 +770,28 @@ def _queue_action(request: HttpRequest, model_admin: AnyAdmin, queue_name: str,
     queue = path_queue(queue_name)
     back = admin_url(model_admin, "queue_changelist")
     if request.method == "POST":
-        if action == "requeue_failed":
-            n = queue.requeue_failed()
-            log.info("admin: %s requeued %d failed jobs of queue %s", request.user, n, queue.name)
-            messages.success(request, f"Requeued {n} failed job{'s' if n != 1 else ''} of "
-                                      f"queue “{queue.name}”.")
-        else:
-            n = queue.empty()
-            log.info("admin: %s emptied queue %s (%d jobs)", request.user, queue.name, n)
-            messages.success(request, f"Deleted {n} queued job{'s' if n != 1 else ''} from "
-                                      f"queue “{queue.name}”.")
+        state = "failed" if action == "requeue_failed" else "queued"
+        try:
+            if action == "requeue_failed":
+                n = queue.requeue_failed()
+                log.info("admin: %s requeued %d failed jobs of queue %s", request.user, n,
+                         queue.name)
+                messages.success(request, f"Requeued {n} failed job{'s' if n != 1 else ''} of "
+                                          f"queue “{queue.name}”.")
+            else:
+                n = queue.empty()
+                log.info("admin: %s emptied queue %s (%d jobs)", request.user, queue.name, n)
+                messages.success(request, f"Deleted {n} queued job{'s' if n != 1 else ''} "
+                                          f"from queue “{queue.name}”.")
+        except (UnicodeError, redis.ResponseError) as exc:
+            # A registry member that is not UTF-8, or a job key that is not a hash: the
+            # engine stops at it. Say so; the list shows the jobs to deal with one by one.
+            log.warning("admin: %s of queue %s stopped: %r", action, queue.name, exc)
+            messages.error(request, (
+                f"This stopped part way: the {state} jobs of queue “{queue.name}” include "
+                f"one that cannot be handled in bulk (an id that is not UTF-8 text, or a job "
+                f"key that is not a job record): {_clip(plain(str(exc)), 200)}. Jobs handled "
+                f"before it stay handled; see the list of {state} jobs."))
         return HttpResponseRedirect(back)
     if request.method not in ("GET", "HEAD"):
         return HttpResponse(status=405, headers={"Allow": "GET, HEAD, POST"})
@@ -624,25 +835,25 @@ def jobs_view(request: HttpRequest, model_admin: AnyAdmin) -> HttpResponse:
     query = request.GET.get("q", "").strip()[:MAX_JOB_ID]  # ids and function names are short
     base = {"queue": queue.name, "state": state}
     counts = queue.counts()
-    found: list[JobRecord] | None = None
+    found: list[Entry] | None = None
     note = ""
     if query and valid_job_id(query):
         found = find_job(query, _configured())
     if found:
         paginator = page = None
-        records = found
+        entries = found
         note = "Job id match."
     else:
         paginator, page = paginate(queue, state, counts[state], page_number)
-        records = list(page.object_list)
+        entries = list(page.object_list)
         if query:
             needle = query.casefold()
-            records = [r for r in records if needle in r.func.casefold()]
-            note = (f"No job has the id “{query}”; {len(records)} of the "
+            entries = [e for e in entries if needle in e.func.casefold()]
+            note = (f"No job has the id “{query}”; {len(entries)} of the "
                     f"{len(page.object_list)} jobs on this page have a function name "
                     f"containing it.")
     now = int(time.time() * 1000)
-    rows = [job_row(model_admin, r, now) for r in records]
+    rows = [job_row(model_admin, e, now) for e in entries]
     can_change = model_admin.has_change_permission(request)
     can_delete = model_admin.has_delete_permission(request)
     actions = [(k, v) for k, v in ACTIONS.items()
@@ -661,24 +872,30 @@ def jobs_view(request: HttpRequest, model_admin: AnyAdmin) -> HttpResponse:
                         "url": "?" + urlencode({"queue": queue.name, "state": s})}
                        for s in STATES],
         actions=actions, terminal=state in TERMINAL_STATES,
+        selectable=sum(1 for row in rows if row.select),
         page_number=page.number if page else 1,
         per_page=PER_PAGE,
     ))
 
 
-def _selected(request: HttpRequest) -> list[tuple[Queue, str]]:
+def _selected(request: HttpRequest) -> tuple[list[tuple[Queue, str]], list[str]]:
+    """The selected jobs, and the selected values that name no job of a configured queue
+    (a selection where only some are refused still acts on the others)."""
     values = request.POST.getlist("_selected_action")
     if len(values) > MAX_SELECTED:
         raise BadParameter(f"At most {MAX_SELECTED} jobs can be changed at once.")
     names = set(queue_names())
-    out = []
+    out, refused = [], []
     for value in values:
         queue_part, sep, id_part = value.partition("/")
-        queue_name, job_id = unquote(queue_part), unquote(id_part)
+        queue_name, job_id = unq(queue_part), unq(id_part)
         if not sep or queue_name not in names or not valid_job_id(job_id):
-            raise BadParameter("The selection names a job that cannot exist.")
-        out.append((get_queue(queue_name), job_id))
-    return out
+            refused.append(value)
+        else:
+            out.append((get_queue(queue_name), job_id))
+    if refused and not out:
+        raise BadParameter("The selection names a job that cannot exist.")
+    return out, refused
 
 
 def _back_to_list(model_admin: AnyAdmin, request: HttpRequest) -> HttpResponseRedirect:
@@ -712,7 +929,7 @@ def _bulk_action(request: HttpRequest, model_admin: AnyAdmin) -> HttpResponse:
         require(model_admin.has_delete_permission(request))
     else:
         require(model_admin.has_change_permission(request))
-    selected = _selected(request)
+    selected, refused = _selected(request)
     if not selected:
         messages.warning(request, "Items must be selected in order to perform actions on "
                                   "them. No items have been changed.")
@@ -720,8 +937,15 @@ def _bulk_action(request: HttpRequest, model_admin: AnyAdmin) -> HttpResponse:
     by_queue: dict[str, tuple[Queue, list[str]]] = {}
     for queue, job_id in selected:
         by_queue.setdefault(queue.name, (queue, []))[1].append(job_id)
-    done = skipped = stopping = 0
+    done = skipped = stopping = unreadable = 0
     for queue, ids in by_queue.values():
+        if action != "delete":
+            # Requeue and cancel read the job's hash (a script fails on a key of another
+            # type); delete removes any key. One TYPE each, in one round trip.
+            types = queue.run(_batch_steps([Cmd(("TYPE", queue.keys.job(i))) for i in ids]))
+            not_jobs = {i for i, t in zip(ids, types) if _text(t) not in ("hash", "none")}
+            unreadable += len(not_jobs)
+            ids = [i for i in ids if i not in not_jobs]
         if action == "requeue":
             n = queue.requeue(*ids)
             done, skipped = done + n, skipped + len(ids) - n
@@ -730,7 +954,11 @@ def _bulk_action(request: HttpRequest, model_admin: AnyAdmin) -> HttpResponse:
             done, skipped = done + n, skipped + len(ids) - n
         else:
             for job_id in ids:
-                status = queue.cancel(job_id)
+                try:
+                    status = queue.cancel(job_id)
+                except UnicodeDecodeError:  # a status that is not UTF-8: left as it was
+                    unreadable += 1
+                    continue
                 if status == "canceled":
                     done += 1
                 elif status == "started":
@@ -749,6 +977,15 @@ def _bulk_action(request: HttpRequest, model_admin: AnyAdmin) -> HttpResponse:
                "cancel": "had already ended or no longer exist",
                "delete": "no longer existed"}[action]
         messages.warning(request, f"{_plural(skipped)} {why} and were left as they were.")
+    if unreadable:
+        messages.warning(request, f"{_plural(unreadable)} could not be read (a malformed "
+                                  f"job record) and were left as they were; they can be "
+                                  f"deleted.")
+    if refused:
+        shown = ", ".join(f"“{_clip(_visible(v), 60)}”" for v in refused[:5])
+        more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+        messages.warning(request, f"{_plural(len(refused), 'selected value')} named no job "
+                                  f"of a configured queue and were ignored: {shown}{more}.")
     return _back_to_list(model_admin, request)
 
 
@@ -758,11 +995,38 @@ def job_view(request: HttpRequest, model_admin: AnyAdmin, queue: str,
     require(model_admin.has_view_permission(request))
     q = path_queue(queue)
     jid = path_job_id(job_id)
-    rec = q.fetch_record(jid)
+    entry = next(iter(read_jobs(q, [jid])), None)
+    if entry is None:
+        raise NotFound(f"Job “{_visible(jid)}” is not in queue “{q.name}”: it never existed, "
+                       f"was deleted, or expired after its time to live.")
+    row = job_row(model_admin, entry)
+    can_change = model_admin.has_change_permission(request)
+    can_delete = model_admin.has_delete_permission(request)
+    actions = {
+        "can_delete": can_delete,
+        "requeue_url": job_url(model_admin, q.name, jid, "requeue"),
+        "cancel_url": job_url(model_admin, q.name, jid, "cancel"),
+        "delete_url": job_url(model_admin, q.name, jid, "delete"),
+        "queue_name": q.name,
+        "list_url": admin_url(model_admin, "job_changelist") + "?" + urlencode(
+            {"queue": q.name, "state": entry.status if entry.status in STATES else "queued"}),
+    }
+    rec = entry.record
     if rec is None:
-        raise NotFound(f"Job “{jid}” is not in queue “{q.name}”: it never existed, was "
-                       f"deleted, or expired after its time to live.")
-    row = job_row(model_admin, rec)
+        # Shown as stored, so that it can be understood and deleted; canceling takes a
+        # waiting one off its queue (the script reads only the status).
+        return render(request, "job_detail.html", context(
+            request, model_admin, f"Job {row.id}", job=row, malformed=row.malformed,
+            raw_fields=[{"name": _visible(name), "value": _raw_value(value)}
+                        for name, value in sorted(entry.fields.items())],
+            can_requeue=False, refresh_seconds=0,
+            can_cancel=bool(entry.fields) and can_change and entry.status in CANCELABLE,
+            **actions))
+    mismatch = ""
+    if (rec.id, rec.queue) != (jid, q.name):
+        mismatch = (f"This record's own fields name job “{_visible(rec.id)}” of queue "
+                    f"“{_visible(rec.queue)}”; it is shown, and acted on, as job "
+                    f"“{row.id}” of queue “{q.name}”, the key it is stored under.")
     why_not = _decodable(rec, q)
     args_text = kwargs_text = result_text = ""
     args_error = result_error = why_not or ""
@@ -783,18 +1047,14 @@ def job_view(request: HttpRequest, model_admin: AnyAdmin, queue: str,
             continue
         errors.append({
             "attempt": _text(err.get("attempt", i)),
-            "at": stamp(_int(err.get("at"))),
+            "at": stamp(err.get("at")),
             "type": _text(err.get("type")),
             "message": _cut(_text(err.get("message")), 2000),
             "traceback": _cut(_text(err.get("traceback"))),
             "outcome": _text(err.get("outcome")),
         })
-    can_change = model_admin.has_change_permission(request)
-    can_delete = model_admin.has_delete_permission(request)
-    list_url = admin_url(model_admin, "job_changelist") + "?" + urlencode(
-        {"queue": q.name, "state": rec.status if rec.status in STATES else "queued"})
     return render(request, "job_detail.html", context(
-        request, model_admin, f"Job {rec.id}",
+        request, model_admin, f"Job {row.id}", mismatch=mismatch,
         job=row, rec_priority=rec.priority, timeout=rec.timeout,
         worker=plain(rec.worker or ""), deaths=rec.deaths,
         cancel_requested=rec.cancel_requested,
@@ -814,12 +1074,31 @@ def job_view(request: HttpRequest, model_admin: AnyAdmin, queue: str,
         ("forever" if rec.failure_ttl < 0 else "none"),
         can_requeue=can_change and rec.status in REQUEUEABLE,
         can_cancel=can_change and rec.status in CANCELABLE and not rec.cancel_requested,
-        can_delete=can_delete,
-        requeue_url=job_url(model_admin, q.name, rec.id, "requeue"),
-        cancel_url=job_url(model_admin, q.name, rec.id, "cancel"),
-        delete_url=job_url(model_admin, q.name, rec.id, "delete"),
-        list_url=list_url, queue_name=q.name,
+        **actions,
     ))
+
+
+def _raw_value(value: bytes, limit: int = 2000) -> str:
+    """A hash field as stored, for a malformed job's page: bytes that are not UTF-8 and
+    control characters (but line breaks and tabs) escaped, cut to ``limit`` characters."""
+    text = value[:limit * 4].decode("utf-8", "backslashreplace")
+    shown = "\n".join("\t".join(_visible(part) for part in line.split("\t"))
+                      for line in text.split("\n"))
+    if len(shown) <= limit and len(value) <= limit * 4:
+        return shown
+    return f"{shown[:limit]}\n… ({len(value):,} bytes in all; the start is shown)"
+
+
+def _status(queue: Queue, job_id: str) -> tuple[str | None, str]:
+    """A job's status as text (``Queue.job_status`` fails on one that is not UTF-8), or
+    None when it has none; and, for a key that is not a hash, its Redis type."""
+    try:
+        value = queue.run(one(Cmd(("HGET", queue.keys.job(job_id), "status"))))
+    except redis.ResponseError as exc:
+        if "WRONGTYPE" not in str(exc):
+            raise
+        return None, _text(queue.run(one(Cmd(("TYPE", queue.keys.job(job_id))))))
+    return (_text(value) if value else None), ""
 
 
 def _job_action(request: HttpRequest, model_admin: AnyAdmin, queue: str, job_id: str,
@@ -833,34 +1112,46 @@ def _job_action(request: HttpRequest, model_admin: AnyAdmin, queue: str, job_id:
         require(model_admin.has_change_permission(request))
     q = path_queue(queue)
     jid = path_job_id(job_id)
+    shown = _visible(jid)
     detail = job_url(model_admin, q.name, jid)
-    if action == "requeue":
-        if q.requeue(jid):
-            messages.success(request, f"Job “{jid}” was requeued.")
-        else:
-            status = q.job_status(jid)
-            messages.warning(request, f"Job “{jid}” was not requeued: " + (
-                f"it is {status}; only failed or canceled jobs can be requeued."
-                if status else "it no longer exists."))
-    elif action == "cancel":
-        status = q.cancel(jid)
-        if status == "canceled":
-            messages.success(request, f"Job “{jid}” was canceled.")
-        elif status == "started":
-            messages.info(request, f"Job “{jid}” is running; its worker was asked to stop it.")
-        elif status:
-            messages.warning(request, f"Job “{jid}” was not canceled: it is already {status}.")
-        else:
-            messages.warning(request, f"Job “{jid}” was not canceled: it no longer exists.")
-    else:
-        status = q.job_status(jid)
+    log.info("admin: %s asked to %s job %s of queue %s", request.user, action, shown, q.name)
+    if action == "delete":
+        # Read first, for the list to go back to; DELETE removes a key of any type.
+        status, _ = _status(q, jid)
         if q.delete(jid):
-            messages.success(request, f"Job “{jid}” was deleted.")
+            messages.success(request, f"Job “{shown}” was deleted.")
         else:
-            messages.warning(request, f"Job “{jid}” was not deleted: it no longer exists.")
+            messages.warning(request, f"Job “{shown}” was not deleted: it no longer exists.")
         return HttpResponseRedirect(admin_url(model_admin, "job_changelist") + "?" + urlencode(
             {"queue": q.name, "state": status if status in STATES else "queued"}))
-    log.info("admin: %s ran %s on job %s of queue %s", request.user, action, jid, q.name)
+    verb = "requeued" if action == "requeue" else "canceled"
+    status, kind = _status(q, jid)
+    if kind:
+        messages.warning(request, f"Job “{shown}” was not {verb}: its key holds a Redis "
+                                  f"{_visible(kind)}, not a job record. It can be deleted.")
+    elif action == "requeue":
+        if q.requeue(jid):
+            messages.success(request, f"Job “{shown}” was requeued.")
+        else:
+            status, _ = _status(q, jid)
+            messages.warning(request, f"Job “{shown}” was not requeued: " + (
+                f"it is {_visible(status)}; only failed or canceled jobs can be requeued."
+                if status else "it no longer exists."))
+    else:
+        try:
+            status = q.cancel(jid)
+        except UnicodeDecodeError:  # the script returned a status that is not UTF-8
+            status = f"{_visible(_text(status))} (a status this site does not know)"
+        if status == "canceled":
+            messages.success(request, f"Job “{shown}” was canceled.")
+        elif status == "started":
+            messages.info(request, f"Job “{shown}” is running; its worker was asked to stop "
+                                   f"it.")
+        elif status:
+            messages.warning(request, f"Job “{shown}” was not canceled: it is already "
+                                      f"{_visible(status)}.")
+        else:
+            messages.warning(request, f"Job “{shown}” was not canceled: it no longer exists.")
     return HttpResponseRedirect(detail)
 
 
@@ -890,7 +1181,8 @@ def workers_view(request: HttpRequest, model_admin: AnyAdmin) -> HttpResponse:
     can_view_jobs = jobs_admin.has_view_permission(request)
     for w in data.workers:
         for j in w.jobs:
-            j["url"] = job_url(model_admin, j["queue"], j["id"]) if can_view_jobs else ""
+            if can_view_jobs and j["queue"]:
+                j["url"] = job_url(model_admin, j["queue"], j["id"])
     heartbeat = redisq_settings().heartbeat
     return render(request, "workers.html", context(
         request, model_admin, "Workers", workers=data.workers, total=data.workers_total,
@@ -927,7 +1219,7 @@ def cron_rows(queues: Sequence[Queue]) -> tuple[list[CronRow], str, str]:
     by_name = {q.name: q for q in queues}
     now = datetime.now(tz=timezone.utc)
     now_ms = int(now.timestamp() * 1000)
-    last: dict[str, int | None] = {}
+    last: dict[str, Any] = {}
     leader = ""
     for group in _by_connection([by_name[s.queue] for s in schedules if s.queue in by_name]):
         names = {q.name for q in group}
@@ -936,7 +1228,7 @@ def cron_rows(queues: Sequence[Queue]) -> tuple[list[CronRow], str, str]:
         ops.append(Cmd(("GET", cron_leader_key(group[0].prefix))))
         replies = group[0].run(_batch_steps(ops))
         for s, raw in zip(mine, replies):
-            last[s.name] = _int(raw) if raw is not None else None
+            last[s.name] = raw  # shown as stored when it is not a time
         leader = leader or _text(replies[-1])
     rows = []
     for s in schedules:
@@ -964,7 +1256,7 @@ def schedules_view(request: HttpRequest, model_admin: AnyAdmin) -> HttpResponse:
     counts = overview(queues, with_workers=False).counts
     paginator, page = paginate(queue, "scheduled", counts[queue.name]["scheduled"], page_number)
     now = int(time.time() * 1000)
-    rows = [job_row(model_admin, r, now) for r in page.object_list]
+    rows = [job_row(model_admin, e, now) for e in page.object_list]
     cron, cron_error, leader = cron_rows(queues)
     return render(request, "schedules.html", context(
         request, model_admin, f"Scheduled jobs of queue “{queue.name}”",

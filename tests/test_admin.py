@@ -204,7 +204,8 @@ def test_bad_parameters_elsewhere(admin_client, r):
     assert admin_client.get(f"{SCHEDULES_URL}?page=abc").status_code == 400
     assert admin_client.get(f"{SCHEDULES_URL}?queue=nope").status_code == 400
     assert admin_client.get(job_url("x" * 300)).status_code == 400
-    assert admin_client.get(job_url("a\nb")).status_code == 400
+    # ids with control characters (enqueue once accepted them) are ids: not found, not refused
+    assert admin_client.get(job_url("a\nb")).status_code == 404
     assert admin_client.get(job_url("missing")).status_code == 404
     assert admin_client.get(job_url("missing", queue="nope")).status_code == 404
     assert admin_client.post(job_url("missing", action="requeue")).status_code == 302
@@ -568,3 +569,250 @@ def test_duration_text():
     assert duration_text(185) == "3 min 5 s"
     assert duration_text(7 * 86400) == "7 d"
     assert duration_text(86400 + 7200 + 5) == "1 d 2 h"
+
+
+
+# -- hostile or corrupt data in Redis ------------------------------------------------------------
+def put_job(r, job_id, status="failed", queue="default", score=None, **fields):  # type: ignore[no-untyped-def]
+    """Write a job hash (and its registry member) directly, as an older release, a bug or a
+    hand-edit could have left it. ``job_id`` may be bytes (not UTF-8)."""
+    q = get_queue(queue)
+    key = q.keys.job_prefix.encode() + (job_id if isinstance(job_id, bytes) else job_id.encode())
+    now = int(time.time() * 1000)
+    h = {"v": 1, "id": job_id, "queue": queue, "func": "tests.jobs.add", "status": status,
+         "ser": "json", "payload": "[[1,2],{}]", "attempts": 1, "enqueued_at": now}
+    h.update(fields)
+    r.delete(key)
+    r.hset(key, mapping={k: v for k, v in h.items() if v is not None})
+    if score is None:  # ended jobs are scored by expiry (a worker drops expired ones)
+        score = now + 7 * 86_400_000 if status in ("finished", "failed", "canceled") else now
+    r.zadd(q.keys.state(status), {job_id: score})
+    return key
+
+
+def selections(html: str) -> list[str]:
+    import html as html_lib
+    import re
+
+    return [html_lib.unescape(v)
+            for v in re.findall(r'name="_selected_action" value="([^"]*)"', html)]
+
+
+def test_times_out_of_datetime_range_are_shown_raw(admin_client, r):
+    # due 3 million days from now (the API accepted delay=timedelta(days=3_000_000)), a
+    # corrupt enqueue time, and error times no datetime holds
+    far = int(time.time() * 1000) + 3_000_000 * 86_400_000
+    put_job(r, "far", "scheduled", score=far, scheduled_for=far, enqueued_at="1e18")
+    put_job(r, "err", "failed", errors=json.dumps([{"type": "E", "message": "m", "at": 1e300}]))
+    for url in (SCHEDULES_URL, jobs_url(queue="default", state="scheduled"), job_url("far"),
+                jobs_url(queue="default", state="failed"), job_url("err")):
+        page = admin_client.get(url)
+        assert page.status_code == 200, url
+    html = admin_client.get(job_url("far")).content.decode()
+    assert f"out of range ({far})" in html and "out of range (1000000000000000000)" in html
+    assert "out of range (1e+300)" in admin_client.get(job_url("err")).content.decode()
+
+
+def test_last_moment_of_year_9999_east_of_utc(admin_client, r):
+    at = 253_402_299_000_000  # 9999-12-31 23:30 UTC: year 10000 in Berlin
+    put_job(r, "y9999", "scheduled", score=at, scheduled_for=at)
+    with override_settings(TIME_ZONE="Europe/Berlin"):
+        for url in (SCHEDULES_URL, jobs_url(queue="default", state="scheduled"),
+                    job_url("y9999")):
+            page = admin_client.get(url)
+            assert page.status_code == 200, url
+            assert "9999-12-31 23:30:00 UTC" in page.content.decode(), url
+
+
+def test_workers_and_cron_with_times_out_of_range(admin_client, r):
+    from django.conf import settings
+
+    prefix = conf.redisq_settings().key_prefix
+    now = int(r.time()[0]) * 1000
+    r.zadd(workers_key(prefix), {"w-inf": float("inf"), "w-huge": now, "w-nan": now})
+    r.hset(worker_key(prefix, "w-inf"), mapping={"queues": "default", "last_beat": "+inf"})
+    r.hset(worker_key(prefix, "w-huge"), mapping={"queues": "default", "last_beat": "1e400",
+                                                  "started": "1e18"})
+    r.hset(worker_key(prefix, "w-nan"), mapping={"queues": "default", "last_beat": "nan"})
+    for url in (WORKERS_URL, QUEUES_URL):
+        assert admin_client.get(url).status_code == 200, url
+    html = admin_client.get(WORKERS_URL).content.decode()
+    assert "out of range (1e18)" in html and "not a time (+inf)" in html
+    assert "dead" in html.split(">w-inf</th>")[1].split("</tr>")[0]
+    cron = [{"every": 30, "func": "tests.jobs.add", "args": [1, 2], "name": "half"}]
+    with override_settings(REDISQ={**settings.REDISQ, "CRON": cron}):
+        for value in ("1e18", "1e400", "abc"):
+            r.set(get_queue().keys.cron_last("half"), value)
+            page = admin_client.get(SCHEDULES_URL)
+            assert page.status_code == 200, value
+            assert f"({value})" in page.content.decode()
+
+
+@pytest.mark.parametrize("fields", [
+    {"attempts": "abc"}, {"v": None}, {"error": "{not json"}, {"progress": "xyz"},
+    {"timeout": "-5"}, {"enqueued_at": "1e400"},
+], ids=lambda f: next(iter(f)))
+def test_malformed_job_is_listed_shown_as_stored_and_deletable(admin_client, r, fields):
+    ok = now_job(jobs.add, 1, 1)
+    r.hset(get_queue().keys.job(ok.id), "status", "failed")
+    r.zrem(get_queue().keys.state("queued"), ok.id)
+    r.zadd(get_queue().keys.state("failed"), {ok.id: time.time() * 1000 + 86_400_000})
+    put_job(r, "bad", "failed", func=XSS, **fields)
+    page = admin_client.get(job_url("bad"))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "This job's record is malformed" in html
+    assert "&lt;script&gt;" in html and "<script>alert(1)" not in html
+    assert f'action="{job_url("bad", action="delete")}"' in html
+    assert f'action="{job_url("bad", action="requeue")}"' not in html
+    listing = admin_client.get(jobs_url(queue="default", state="failed")).content.decode()
+    assert "(malformed record)" in listing and "<script>alert(1)" not in listing
+    assert sorted(selections(listing)) == sorted(["default/bad", f"default/{quote(ok.id)}"])
+    found = admin_client.get(jobs_url(queue="default", q="bad")).content.decode()
+    assert "Job id match." in found and selections(found) == ["default/bad"]
+    page = admin_client.post(JOBS_URL, {"action": "delete", "_selected_action": ["default/bad"]},
+                             follow=True)
+    assert "Deleted 1 job." in page.content.decode()
+    assert not r.exists(get_queue().keys.job("bad")) and ok.status == "failed"
+    assert get_queue().count("failed") == 1
+
+
+def test_malformed_waiting_job_can_be_canceled_from_its_page(admin_client, r):
+    put_job(r, "badq", "queued", attempts="abc")
+    html = admin_client.get(job_url("badq")).content.decode()
+    assert f'action="{job_url("badq", action="cancel")}"' in html
+    assert admin_client.post(job_url("badq", action="cancel")).status_code == 302
+    assert get_queue().count("queued") == 0
+
+
+def test_bytes_that_are_not_utf8_in_ids_and_statuses(admin_client, r):
+    q = get_queue()
+    put_job(r, b"\xffbad", "failed")
+    r.zadd(q.keys.state("queued"), {b"\xfe": 1})  # a member without a hash
+    failed = failed_job()
+    page = admin_client.get(jobs_url(queue="default", state="failed"))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "\\xffbad" in html  # shown escaped, without a link or a checkbox
+    assert selections(html) == [f"default/{quote(failed.id)}"]
+    assert admin_client.get(jobs_url(queue="default", state="queued")).status_code == 200
+    for name in ("requeue_failed", "empty"):
+        url = reverse(f"admin:django_redisq_queue_{name}", args=["default"])
+        page = admin_client.post(url, {"post": "yes"}, follow=True)
+        assert page.status_code == 200, name
+    # a status that is not UTF-8
+    for jid in ("s1", "s2", "s3", "s4"):
+        put_job(r, jid, "failed")
+        r.hset(q.keys.job(jid), "status", b"\xff\xfe")
+    assert admin_client.get(job_url("s1")).status_code == 200
+    for jid, action in (("s2", "requeue"), ("s3", "cancel")):
+        page = admin_client.post(job_url(jid, action=action), follow=True)
+        assert page.status_code == 200 and f"Job “{jid}” was not" in page.content.decode()
+    page = admin_client.post(JOBS_URL, {"action": "cancel", "_selected_action": ["default/s4"]},
+                             follow=True)
+    assert page.status_code == 200
+    page = admin_client.post(job_url("s1", action="delete"))
+    assert page.status_code == 302 and not r.exists(q.keys.job("s1"))
+
+
+def test_worker_job_entries_that_name_no_job_are_shown_unlinked(admin_client, r):
+    prefix = conf.redisq_settings().key_prefix
+    now = int(r.time()[0]) * 1000
+    r.zadd(workers_key(prefix), {"w1": now})
+    r.hset(worker_key(prefix, "w1"), mapping={
+        "last_beat": now, "queues": "default", "jobs": "/abc,default/j1,nosep,high/"})
+    page = admin_client.get(WORKERS_URL)
+    assert page.status_code == 200
+    row = page.content.decode().split(">w1</th>")[1].split("</tr>")[0]
+    assert job_url("j1") in row
+    for text in ("/abc", "nosep", "high/"):
+        assert f'<span class="redisq-id">{text}</span>' in row
+
+
+def test_rows_and_actions_use_the_key_the_job_was_read_under(admin_client, r):
+    qh = get_queue("high")
+    put_job(r, "victim", "finished", queue="high")
+    # stored under "bad" in queue default, but its fields say it is "victim" of queue "high"
+    put_job(r, "bad", "failed")
+    r.hset(get_queue().keys.job("bad"), mapping={"id": "victim", "queue": "high"})
+    html = admin_client.get(jobs_url(queue="default", state="failed")).content.decode()
+    assert selections(html) == ["default/bad"]
+    assert job_url("bad") in html and job_url("victim", "high") not in html
+    detail = admin_client.get(job_url("bad")).content.decode()
+    assert f'action="{job_url("bad", action="delete")}"' in detail
+    assert f'action="{job_url("bad", action="requeue")}"' in detail
+    assert "the key it is stored under" in detail
+    admin_client.post(JOBS_URL, {"action": "delete", "_selected_action": selections(html)})
+    assert r.exists(qh.keys.job("victim")) and not r.exists(get_queue().keys.job("bad"))
+
+
+def test_jobs_with_control_characters_in_their_ids(admin_client, r):
+    odd = ["order\t42", "cr\rlf\n", "nul\x00", "bidi\u202e"]
+    for jid in ["plain-1", *odd]:
+        put_job(r, jid, "queued")
+    html = admin_client.get(jobs_url(queue="default", state="queued")).content.decode()
+    assert "order\\x0942" in html and "bidi\\u202e" in html  # shown escaped
+    chosen = selections(html)
+    # no control characters: an HTML form would change a CR, drop a NUL
+    assert len(chosen) == 5 and not any(ch < " " for v in chosen for ch in v)
+    import re
+
+    links = re.findall(r'<a href="(/admin/django_redisq/job/default/[^"]+)">', html)
+    assert len(links) == 5 and all(admin_client.get(u).status_code == 200 for u in links)
+    page = admin_client.post(JOBS_URL, {"action": "cancel", "_selected_action": chosen},
+                             follow=True)
+    assert "Canceled 5 jobs." in page.content.decode()
+    # a selection with values that name no job still acts on the others, and says so
+    put_job(r, "f1", "failed")
+    page = admin_client.post(JOBS_URL, {"action": "delete", "_selected_action": [
+        "default/f1", "nope/x", "default/" + "y" * 300]}, follow=True)
+    text = page.content.decode()
+    assert page.status_code == 200 and "Deleted 1 job." in text
+    assert "2 selected values named no job of a configured queue" in text
+    assert not r.exists(get_queue().keys.job("f1"))
+
+
+def test_job_key_of_another_type(admin_client, r):
+    q = get_queue()
+    r.set(q.keys.job("strkey"), "x")
+    r.zadd(q.keys.state("failed"), {"strkey": time.time() * 1000 + 86_400_000})
+    failed = failed_job()
+    page = admin_client.get(job_url("strkey"))
+    assert page.status_code == 200 and "holds a Redis string, not a hash" in page.content.decode()
+    page = admin_client.get(jobs_url(queue="default", state="failed"))
+    assert page.status_code == 200
+    assert sorted(selections(page.content.decode())) == sorted(
+        ["default/strkey", f"default/{quote(failed.id)}"])
+    for action in ("requeue", "cancel"):
+        page = admin_client.post(job_url("strkey", action=action), follow=True)
+        assert page.status_code == 200 and "not a job record" in page.content.decode()
+    page = admin_client.post(JOBS_URL, {"action": "requeue", "_selected_action": [
+        "default/strkey", f"default/{quote(failed.id)}"]}, follow=True)
+    assert "Requeued 1 job." in page.content.decode() and failed.status == "queued"
+    assert "1 job could not be read" in page.content.decode()
+    url = reverse("admin:django_redisq_queue_requeue_failed", args=["default"])
+    page = admin_client.post(url, {"post": "yes"}, follow=True)
+    assert page.status_code == 200 and "This stopped part way" in page.content.decode()
+    assert admin_client.post(job_url("strkey", action="delete")).status_code == 302
+    assert not r.exists(q.keys.job("strkey")) and q.count("failed") == 0
+
+
+def test_ids_that_are_dot_segments_get_urls_browsers_keep(admin_client, r):
+    import re
+    from urllib.parse import urljoin
+
+    for jid in (".", "..", "a.b"):
+        put_job(r, jid, "failed")
+    html = admin_client.get(jobs_url(queue="default", state="failed")).content.decode()
+    links = re.findall(r'<a href="(/admin/django_redisq/job/default/[^"]+)">', html)
+    assert len(links) == 3
+    for url in links:
+        assert urljoin("http://testserver/x/", url) == "http://testserver" + url  # no "/../"
+    for jid in (".", ".."):
+        url = next(u for u in links if u.endswith(f"/{jid.replace('.', '_2E')}/"))
+        detail = admin_client.get(url).content.decode()
+        delete = re.findall(r'action="([^"]+/delete/)"', detail)[0]
+        assert urljoin("http://testserver/x/", delete) == "http://testserver" + delete
+        assert admin_client.post(delete).status_code == 302
+        assert not r.exists(get_queue().keys.job(jid))
+    assert r.exists(get_queue().keys.job("a.b"))
