@@ -444,3 +444,14 @@ def test_empty_deletes_the_jobs_queued_when_it_started_not_those_enqueued_since(
     assert q.empty(batch=2) == 5
     assert all(h.status is None for h in first)
     assert sorted(q.job_ids("queued")) == sorted(h.id for h in later)
+
+
+def test_a_wait_resumed_after_a_result_ttl_0_job_ended_reads_its_end_token(r):
+    # get() waits in slices, checking the job before each. A job kept for no time that ends
+    # between two slices has no hash left, only the end token its waiter asked for.
+    j = jobs.add.using(result_ttl=0).delay(2, 3)
+    with pytest.raises(TimeoutError):
+        j.get(timeout=0.01)  # registers the waiter; the slice ends before the job
+    call_command("rqworker", "default", "--burst", verbosity=0)
+    assert not r.exists(j.queue.keys.job(j.id))  # deleted as it ended
+    assert j.get(timeout=5) == 5

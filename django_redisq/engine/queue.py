@@ -143,6 +143,15 @@ def _packed_strings(data: bytes) -> list[bytes]:
     return out
 
 
+def _end_record(token: bytes | None, job_id: str) -> JobRecord | None:
+    """The ended job an end token (the job's hash, see terminate() in the scripts) holds;
+    None for no token, or for WATCH's placeholder ('1', which decodes to no ended job)."""
+    if token is None or token == b"1":
+        return None
+    record = JobRecord.from_hash(_string_list(token))
+    return record if record.is_terminal and record.id == job_id else None
+
+
 def _string_list(data: bytes) -> list[bytes]:
     """The strings of a script's message (a waiter's token, a hand-off): a MessagePack array,
     or netstrings from a script of an earlier version."""
@@ -705,14 +714,18 @@ class Queue:
                      round(max(0.001, min(remaining, WAIT_SLICE)), 3))),
             ])
             if not reply:
+                # No hash, but maybe an end token: a job kept for no time (result_ttl=0) that
+                # ended between two slices of this wait, its hash deleted as it ended. A
+                # token outlives an incarnation of the id only until an enqueue reuses it.
+                record = _end_record(token, job_id)
+                if record is not None:
+                    return record
                 raise JobNotFound(f"job {job_id} not found in queue {self.name!r}")
             if isinstance(reply, list):
                 return JobRecord.from_hash(reply)
-            if token is not None:
-                # The token is the ended job's hash (see terminate() in the scripts).
-                record = JobRecord.from_hash(_string_list(token))
-                if record.is_terminal:
-                    return record
+            record = _end_record(token, job_id)
+            if record is not None:
+                return record
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {job_id} did not end within {timeout} s")
 
