@@ -34,6 +34,7 @@ FRIDAY_1750 = datetime(2026, 11, 27, 17, 50, tzinfo=UTC)  # a Friday
     ("0 0 * jan *", datetime(2027, 1, 1, 0, 0, tzinfo=UTC)),            # a month name
     ("0 0 1,15 * sun", datetime(2026, 11, 29, 0, 0, tzinfo=UTC)),       # day OR weekday
     ("0 0 * * 7", datetime(2026, 11, 29, 0, 0, tzinfo=UTC)),            # 7 is Sunday
+    ("0 0 */2 * mon", datetime(2026, 12, 7, 0, 0, tzinfo=UTC)),  # '*/2' is a star: odd AND Monday
     ("@hourly", datetime(2026, 11, 27, 18, 0, tzinfo=UTC)),
     ("@daily", datetime(2026, 11, 28, 0, 0, tzinfo=UTC)),
     ("@weekly", datetime(2026, 11, 29, 0, 0, tzinfo=UTC)),

@@ -135,7 +135,9 @@ class CronExpr:
         sets = [_field(p, *spec) for p, spec in zip(parts, FIELDS)]
         weekdays = frozenset(d % 7 for d in sets[4])  # 7 is Sunday too
         expr = cls(text, sets[0], sets[1], sets[2], sets[3], weekdays,
-                   parts[2] == "*", parts[4] == "*",
+                   # As Vixie cron's DOM_STAR/DOW_STAR: a field that starts with '*' (also
+                   # '*/2') counts as unrestricted, so the day fields are then ANDed.
+                   parts[2].startswith("*"), parts[4].startswith("*"),
                    rhythm=parts[0].startswith("*") or parts[1].startswith("*"))
         expr._check_matches()
         return expr
