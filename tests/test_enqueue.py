@@ -410,7 +410,7 @@ def test_the_engine_refuses_a_timeout_that_is_no_finite_number(r, timeout):
         get_queue("default").prepare("tests.jobs.add", (1, 1), timeout=timeout)
 
 
-def test_requeue_failed_requeues_each_failed_job_once_while_workers_run(r):
+def test_requeue_failed_requeues_each_failed_job_once_while_workers_run(r, monkeypatch):
     # A worker runs what is requeued at once, and it fails again: those jobs must not be
     # requeued a second time by the same call (side effects twice, and no end).
     q = get_queue("default")
@@ -425,13 +425,13 @@ def test_requeue_failed_requeues_each_failed_job_once_while_workers_run(r):
         call_command("rqworker", "default", "--burst", verbosity=0)
         return moved
 
-    q.requeue = requeue_then_run  # type: ignore[method-assign]
+    monkeypatch.setattr(q, "requeue", requeue_then_run)  # get_queue() caches the queue
     assert q.requeue_failed(batch=2) == 6
     assert sorted(i for ids in calls for i in ids) == sorted(h.id for h in handles)
     assert [h.refresh().record.attempts for h in handles] == [2] * 6
 
 
-def test_empty_deletes_the_jobs_queued_when_it_started_not_those_enqueued_since(r):
+def test_empty_deletes_the_jobs_queued_when_it_started_not_those_enqueued_since(r, monkeypatch):
     q = get_queue("default")
     first = [jobs.add.delay(i, i) for i in range(5)]
     real, later = q.delete, []
@@ -440,7 +440,7 @@ def test_empty_deletes_the_jobs_queued_when_it_started_not_those_enqueued_since(
         later.append(jobs.add.delay(0, 0))
         return real(*ids)
 
-    q.delete = delete_while_enqueueing  # type: ignore[method-assign]
+    monkeypatch.setattr(q, "delete", delete_while_enqueueing)
     assert q.empty(batch=2) == 5
     assert all(h.status is None for h in first)
     assert sorted(q.job_ids("queued")) == sorted(h.id for h in later)

@@ -204,10 +204,6 @@ local function terminate(key, registry, id, status, now, ttl, waited, done_prefi
   end
 end
 
--- A job ended: settle the jobs deferred on it (always in the same queue). ``ok`` (finished):
--- each dependent's count of pending dependencies drops, and at zero it is queued. Not ok
--- (failed, canceled, deleted): each dependent is canceled, unless it asked to run anyway, and
--- so, in turn, are its own dependents.
 -- A deferred job's 'dep_ids' field (ENQUEUE writes it): the JSON list of the ids it waits
 -- for. Absent (a hash of an earlier version): nil. Not a list (a corrupt hash): empty.
 local function dep_list(text)
@@ -460,33 +456,41 @@ end
 local fields = {'v', ARGV[6], 'queue', ARGV[7], 'func', ARGV[8], 'payload', ARGV[9],
                 'timeout', ARGV[10], 'result_ttl', ARGV[11], 'failure_ttl', ARGV[12]}
 for i = 13, #ARGV do fields[#fields + 1] = ARGV[i] end
-if tick ~= '' then
-  if tonumber(tick) <= (tonumber(redis.call('GET', KEYS[2])) or -1) then return {0, 'once'} end
-  redis.call('SET', KEYS[2], tick)
+if tick ~= '' and tonumber(tick) <= (tonumber(redis.call('GET', KEYS[2])) or -1) then
+  return {0, 'once'}
 end
 local st = ARGV[4] ~= 'new' and redis.call('HGET', KEYS[1], 'status')
-if st then
-  if st == 'queued' or st == 'scheduled' or st == 'started' or st == 'deferred' then
-    return {0, st}
+if st == 'queued' or st == 'scheduled' or st == 'started' or st == 'deferred' then
+  if tick ~= '' then redis.call('SET', KEYS[2], tick) end
+  return {0, st}
+end
+-- The dependencies are checked before anything is written: an enqueue refused for a missing
+-- one leaves the previous run of this id (its record, its result) and the once mark as they
+-- were. Each distinct id counts once: its dependents set holds this job once and its end
+-- settles it once. ``waits``: those not ended yet, in order. The id's own previous run is no
+-- dependency (it is replaced here): missing, as it was when it was deleted first.
+local pending, failed_dep, waits, seen = 0, nil, {}, {}
+for _, d in ipairs(deps) do
+  if not seen[d] then
+    seen[d] = true
+    local ds = d ~= id and redis.call('HGET', job_prefix .. d, 'status')
+    if not ds then return {0, 'missing', d} end
+    if ds == 'failed' or ds == 'canceled' then
+      if ARGV[4] ~= '1' then failed_dep = d end
+    elseif ds ~= 'finished' then
+      pending = pending + 1
+      waits[pending] = d
+    end
   end
+end
+if tick ~= '' then redis.call('SET', KEYS[2], tick) end
+if st then
   redis.call('ZREM', base .. ':finished', id)
   redis.call('ZREM', base .. ':failed', id)
   redis.call('ZREM', canceled, id)
   redis.call('DEL', KEYS[1], base .. ':done:' .. id)  -- with the old run's end token
 end
 local now = MANY.now or now_ms()
-local pending, failed_dep = 0, nil
-if #deps > 0 then
-  for _, d in ipairs(deps) do
-    local ds = redis.call('HGET', job_prefix .. d, 'status')
-    if not ds then return {0, 'missing', d} end
-    if ds == 'failed' or ds == 'canceled' then
-      if ARGV[4] ~= '1' then failed_dep = d end
-    elseif ds ~= 'finished' then
-      pending = pending + 1
-    end
-  end
-end
 local due = 0
 if at > 0 then due = at end
 if delay > 0 then due = now + delay end
@@ -519,15 +523,14 @@ if failed_dep then
   return {1, 'canceled'}
 end
 if pending > 0 then
-  redis.call('HSET', KEYS[1], 'pending', pending, 'dep_any', ARGV[4])
+  -- 'dep_ids': the jobs it waits for, which settle() checks and unlink() reads.
+  redis.call('HSET', KEYS[1], 'pending', pending, 'dep_any', ARGV[4],
+             'dep_ids', cjson.encode(waits))
   redis.call('ZADD', deferred, now, id)
-  for _, d in ipairs(deps) do
-    local ds = redis.call('HGET', job_prefix .. d, 'status')
-    if ds ~= 'finished' and ds ~= 'failed' and ds ~= 'canceled' then
-      redis.call('SADD', base .. ':dependents:' .. d, id)
-      -- Tells FINISH that this job has dependents to settle (most jobs have none).
-      redis.call('HSET', job_prefix .. d, 'deps', '1')
-    end
+  for _, d in ipairs(waits) do
+    redis.call('SADD', base .. ':dependents:' .. d, id)
+    -- Tells FINISH that this job has dependents to settle (most jobs have none).
+    redis.call('HSET', job_prefix .. d, 'deps', '1')
   end
   return {1, 'deferred'}
 end
@@ -608,9 +611,10 @@ return {now, out}
 # Records many finished jobs in one call (a worker flushes what finished during the last round
 # trip). Returns one code per job: 1 when recorded, 0 when the job no longer exists, -1 when
 # another worker owns it (our lease expired and it was claimed again), -2 when it is in a state
-# we may not finish. With KEYS[7], the worker also offers again to take the next job directly
-# (see offer()), and OFFER's reply follows the codes: the offer goes with the outcome that freed
-# the slot, saving a script call per job when jobs meet an idle worker one at a time.
+# we may not finish (among them queued anew under the same id after ours was deleted). With
+# KEYS[7], the worker also offers again to take the next job directly (see offer()), and
+# OFFER's reply follows the codes: the offer goes with the outcome that freed the slot, saving a
+# script call per job when jobs meet an idle worker one at a time.
 FINISH = r"""
 local worker = ARGV[1]
 local now = now_ms()
@@ -635,8 +639,10 @@ for i = 6, last, 2 do
       ended[#ended + 1] = id
       if f[6] and f[7] then limit_release(ARGV[3], id, f[6], f[7]) end
     end
-  elseif st == 'queued' then
-    -- Our lease expired and recovery put it back; it has run now, so do not run it again.
+  elseif st == 'queued' and f[2] == '' then
+    -- Our lease expired and recovery put it back (recovery and RELEASE leave worker ''); it
+    -- has run now, so do not run it again. A queued job without that mark was enqueued anew
+    -- (ENQUEUE writes no worker, REQUEUE deletes it) after ours was deleted or ended: not ours.
     redis.call('ZREM', KEYS[2], id)
   else
     code = -2
@@ -661,7 +667,8 @@ return codes
 # ARGV: id, worker, done_prefix, channel, error_json, errors_json, retry_delay_ms (-1: none),
 #       final status ('failed' or 'canceled'), job_prefix, deps_prefix,
 #       failure TTL ms overriding the hash's ('' : the hash's; for hashes that cannot be read)
-# Returns the new status, or '' when the job is gone or owned by another worker.
+# Returns the new status, or '' when the job is gone, owned by another worker or queued anew
+# under the same id (see FINISH).
 FAIL = r"""
 local id = ARGV[1]
 local st = redis.call('HGET', KEYS[1], 'status')
@@ -670,8 +677,8 @@ if st == 'started' then
   if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[2] then return '' end
   redis.call('ZREM', KEYS[2], id)
   limit_gone(ARGV[9], KEYS[1], id)
-elseif st == 'queued' then
-  redis.call('ZREM', KEYS[3], id)
+elseif st == 'queued' and redis.call('HGET', KEYS[1], 'worker') == '' then
+  redis.call('ZREM', KEYS[3], id)  -- put back by recovery: see FINISH
 else
   return ''
 end
@@ -881,7 +888,8 @@ elseif st == 'deferred' then from = KEYS[4] end
 if from then
   redis.call('ZREM', from, id)
   limit_gone(ARGV[4], KEYS[1], id)
-  local f = redis.call('HMGET', KEYS[1], 'failure_ttl', 'w')
+  local f = redis.call('HMGET', KEYS[1], 'failure_ttl', 'w', 'dep_ids')
+  if st == 'deferred' then unlink(ARGV[5], id, f[3]) end
   terminate(KEYS[1], KEYS[5], id, 'canceled', now_ms(), f[1], f[2], ARGV[2])
   settle({ARGV[4], ARGV[5], KEYS[4], KEYS[2], KEYS[6], ARGV[3], KEYS[5], ARGV[2]}, id, false)
   return 'canceled'
@@ -914,7 +922,11 @@ return 1
 # A deleted job never finishes: jobs deferred on it are settled as if it had failed.
 DELETE = r"""
 for i = 2, 8 do redis.call('ZREM', KEYS[i], ARGV[1]) end
-if is_job(KEYS[1]) then limit_gone(ARGV[2], KEYS[1], ARGV[1]) end
+if is_job(KEYS[1]) then
+  limit_gone(ARGV[2], KEYS[1], ARGV[1])
+  local f = redis.call('HMGET', KEYS[1], 'status', 'dep_ids')
+  if f[1] == 'deferred' then unlink(ARGV[3], ARGV[1], f[2]) end
+end
 local existed = redis.call('DEL', KEYS[1])
 settle({ARGV[2], ARGV[3], KEYS[5], KEYS[3], KEYS[9], ARGV[4], KEYS[8], ARGV[5]}, ARGV[1], false)
 return existed
