@@ -323,3 +323,12 @@ def test_suspend_with_duration_expires(r):
     assert run("rqresume")[0].strip() == "workers were not suspended"
     with pytest.raises(CommandError, match="--duration must be a positive"):
         run("rqsuspend", "--duration", "0")
+
+
+def test_rqworker_refuses_schedules_that_share_a_name_with_a_message(r, settings):
+    settings.REDISQ = {**settings.REDISQ, "CRON": [
+        {"cron": "0 3 * * *", "func": "tests.jobs.record", "args": ["site-a"]},
+        {"cron": "0 3 * * *", "func": "tests.jobs.record", "args": ["site-b"]},
+    ]}
+    with pytest.raises(CommandError, match=r"periodic jobs: .* share the name"):
+        call_command("rqworker", "default", "--burst", verbosity=0)

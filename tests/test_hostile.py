@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -295,6 +296,18 @@ def test_a_key_of_another_type_is_skipped_and_the_worker_goes_on(r):
         r.zadd(q.keys.state("queued"), {job_id: 0})
     run_worker_with_a_good_job()
     assert q.count("queued") == 0 and q.count("started") == 0
+
+
+def test_a_key_of_another_type_is_no_job_to_cancel_or_requeue(r):
+    q = get_queue("default")
+    r.set(q.keys.job("s"), "x")
+    r.zadd(q.keys.state("failed"), {"s": 0})
+    good = jobs.fail.delay()
+    call_command("rqworker", "default", "--burst", verbosity=0)
+    assert q.cancel("s") is None
+    assert q.requeue_failed() == 1  # the real failed job; the string key stops nothing
+    assert good.status == "queued"
+    assert r.get(q.keys.job("s")) == b"x"
 
 
 def test_a_hash_whose_id_field_names_another_job_is_failed(r):

@@ -879,6 +879,7 @@ return 1
 # lease renewals report the flag too, should the message be missed). Returns the status after.
 CANCEL = r"""
 local id = ARGV[1]
+if not is_job(KEYS[1]) then return '' end  -- a key of another type is no job (no WRONGTYPE)
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return '' end
 local from = nil
@@ -905,6 +906,7 @@ return st
 # ARGV: id, channel
 # Puts a failed or canceled job back on its queue. Returns 1 when requeued.
 REQUEUE = r"""
+if not is_job(KEYS[1]) then return 0 end  -- a key of another type is no job (no WRONGTYPE)
 local st = redis.call('HGET', KEYS[1], 'status')
 if st == 'failed' then redis.call('ZREM', KEYS[2], ARGV[1])
 elseif st == 'canceled' then redis.call('ZREM', KEYS[3], ARGV[1])

@@ -98,6 +98,16 @@ class Command(BaseCommand):
         server = None if port is None else self._bind_metrics(port, options["metrics_addr"])
         registered = autodiscover()
         logging.getLogger("django_redisq.worker").debug("registered jobs: %s", registered)
+        # Now that every job module is imported, the schedules as the workers will load them:
+        # a conflict the system check could not see (manage.py check imports no job module,
+        # so it misses @job(cron=...) functions) stops the command with a message, here.
+        from ...engine.cron import CronError
+        from ...schedules import load_schedules
+
+        try:
+            load_schedules()
+        except CronError as exc:
+            raise CommandError(f"periodic jobs: {exc}") from None
         overrides = {"concurrency": options["concurrency"], "burst": options["burst"],
                      "max_jobs": options["max_jobs"], "name": options["name"],
                      "scheduler": options["scheduler"], "grace": options["grace"],
