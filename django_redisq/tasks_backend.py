@@ -314,10 +314,13 @@ class _Attempt:
 #: worker's ``job_failed`` signal carries; the entry keeps it alive, so the id stays its own).
 _attempts: dict[int, _Attempt] = {}
 _attempts_lock = threading.Lock()
+_RECEIVER_UID = "django_redisq.tasks_backend"
 
 
 def _add_attempt(attempt: _Attempt) -> None:
     with _attempts_lock:
+        if not _attempts:
+            _listen(True)
         _attempts[id(attempt.record)] = attempt
 
 
@@ -325,6 +328,18 @@ def _drop_attempt(attempt: _Attempt) -> None:
     with _attempts_lock:
         if _attempts.get(id(attempt.record)) is attempt:
             del _attempts[id(attempt.record)]
+            if not _attempts:
+                _listen(False)
+
+
+def _listen(on: bool) -> None:
+    """Connect the timeout receiver only while task attempts run (called under the lock). A
+    receiver makes the worker send job events for every job (DjangoHooks.has_events), so
+    workers and processes that run no task must not carry one."""
+    if on:
+        job_failed.connect(_job_timed_out, weak=False, dispatch_uid=_RECEIVER_UID)
+    else:
+        job_failed.disconnect(dispatch_uid=_RECEIVER_UID)
 
 
 def _fail(result: TaskResult[..., Any], exc: BaseException) -> None:
@@ -345,14 +360,11 @@ def _job_timed_out(sender: Any, job: Any = None, exc: BaseException | None = Non
         if attempt is None or attempt.record is not job:
             return
         del _attempts[id(job)]
+        if not _attempts:
+            _listen(False)
     if attempt.end():
         _fail(attempt.result, exc)
         task_finished.send(sender=attempt.sender, task_result=attempt.result)
-
-
-# Not weak: the module-level function lives as long as the module. The receiver makes
-# DjangoHooks send job events, a has_listeners check (about 1 µs) per job and event.
-job_failed.connect(_job_timed_out, weak=False, dispatch_uid="django_redisq.tasks_backend")
 
 
 def _runner(task: Task[..., Any], sender: type[BaseTaskBackend]) -> Callable[..., Any]:
