@@ -392,3 +392,25 @@ def test_eager_jobs_report_progress_and_meta_on_their_handle(settings):
     assert (h.result, h.progress, h.progress_message) == (10, 1.0, "step 10")
     h = jobs.log_inside.delay("x")
     assert h.progress is None
+
+
+def test_a_job_enqueued_without_a_span_is_a_root_span_after_other_jobs(r, worker_proc,
+                                                                       spans_file):
+    # A job started as the one before it ends (its slot freed) must not inherit that job's
+    # context, where the previous job's span is current: it would become its child.
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("tests")
+    with tracer.start_as_current_span("request"):
+        first = jobs.async_add.delay(0, 0)
+    rest = [jobs.async_add.delay(i, i) for i in range(6)]
+    w = worker_proc("high", "--burst", "--concurrency", "1",
+                    env={"REDISQ_TEST_OTEL_FILE": spans_file})
+    assert w.wait(30) == 0, w.output()
+    with open(spans_file) as f:
+        spans = [json.loads(line) for line in f]
+    by_job = {s["attributes"]["redisq.job.id"]: s for s in spans
+              if s["name"].startswith("redisq.job ")}
+    assert by_job[first.id]["parent_span_id"] is not None
+    assert [by_job[j.id]["parent_span_id"] for j in rest] == [None] * 6
+    assert len({by_job[j.id]["trace_id"] for j in rest}) == 6

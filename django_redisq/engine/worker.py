@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import functools
 import json
 import logging
@@ -621,9 +622,12 @@ class Worker:
         ctx._sink = lambda _ctx: self._progress_changed(running)
         self._running[(queue.name, rec.id)] = running
         self._slots += 1
-        running.task = asyncio.create_task(
-            self._traced(running) if tracing.ENABLED and tracing.configured()
-            else self._process(running))
+        coro = (self._traced(running) if tracing.ENABLED and tracing.configured()
+                else self._process(running))
+        # In a context of its own: a task copies the current one, and a job is often started
+        # from the end of the one before it (its slot freed), whose contextvars must not leak
+        # into it: its trace span above all, which would make an untraced job its child.
+        running.task = contextvars.Context().run(asyncio.create_task, coro)
 
     async def _traced(self, running: _Running) -> None:
         with tracing.job_span(running.record, running.queue.name):
