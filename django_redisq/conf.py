@@ -39,7 +39,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from redis.connection import parse_url
 
-from .engine.connection import ClusterConfig, RedisConnection, SentinelConfig, mask_url
+from .engine.connection import ClusterConfig, RedisConnection, SentinelConfig, join_url, mask_url
 from .engine.errors import QueueNotFound
 from .engine.queue import (
     DEFAULT_FAILURE_TTL,
@@ -341,6 +341,21 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
+def _with_db(url: str, db: int) -> str:
+    """django-rq's ``DB`` next to ``URL``: it passes ``from_url(url, db=DB)``, where a database
+    the URL names (its path, or a ``db`` query argument) wins. So does it here; otherwise the
+    database goes where the URL's scheme takes it (a unix socket's only in the query)."""
+    parts = urlsplit(url)
+    if "db" in parse_qs(parts.query):
+        return url
+    if parts.scheme == "unix":
+        query = f"{parts.query}&db={db}" if parts.query else f"db={db}"
+        return join_url(parts._replace(query=query))
+    if parts.path in ("", "/"):
+        return join_url(parts._replace(path=f"/{db}"))
+    return url
+
+
 def _host_url(scheme: str, host: str, port: Any, db: Any, user: str | None,
               password: str | None) -> str:
     """A redis-py URL from django-rq style HOST/PORT/DB/USERNAME/PASSWORD parts."""
@@ -620,9 +635,8 @@ class _Validator:
                 self.error("E004", f'{label}["URL"] {problem}: {mask_url(url)!r}.',
                            f"Use a URL like {URL_EXAMPLE}.")
                 return None
-            # django-rq passes DB next to URL; redis-py lets a database in the URL win.
-            if rq and "DB" in vals and url.startswith("redis") and urlsplit(url).path in ("", "/"):
-                url = f"{url.rstrip('/')}/{int(vals['DB'])}"
+            if rq and "DB" in vals:
+                url = _with_db(str(url), int(vals["DB"]))
             return str(url)
         parts = (vals.get("DB", 0), vals.get("USERNAME"), vals.get("PASSWORD"))
         if "UNIX_SOCKET_PATH" in vals:

@@ -187,6 +187,12 @@ def test_e004_message_masks_the_password() -> None:
     assert "hunter2" not in m.msg and "***" in m.msg
 
 
+def test_e004_for_a_bad_port_next_to_a_password_is_a_message_not_a_traceback() -> None:
+    m = only(queues(default={"URL": "redis://:hunter2@localhost:99999/0"}))
+    assert m.id == "django_redisq.E004" and "cannot be parsed" in m.msg
+    assert "hunter2" not in m.msg
+
+
 @pytest.mark.parametrize(("key", "value"), [("PORT", 0), ("PORT", "63a9"), ("DB", -1),
                                             ("HOST", "")])
 def test_e004_bad_rq_address(key: str, value: Any) -> None:
@@ -323,12 +329,19 @@ def test_django_rq_queues_map_to_queues() -> None:
 
 
 def test_rq_url_takes_db_and_unix_socket() -> None:
+    # As django-rq's from_url(URL, db=DB): a database the URL names wins.
     rq = {"a": {"URL": "redis://h:6379", "DB": 4}, "b": {"URL": "redis://h:6379/1", "DB": 4},
-          "c": {"UNIX_SOCKET_PATH": "/run/redis.sock", "DB": 2}}
+          "c": {"UNIX_SOCKET_PATH": "/run/redis.sock", "DB": 2},
+          "d": {"URL": "redis://h:6379?db=2", "DB": 4},
+          "e": {"URL": "redis://h:6379?socket_timeout=5", "DB": 4},
+          "f": {"URL": "unix:///run/redis.sock", "DB": 3},
+          "g": {"URL": "unix:///run/redis.sock?db=1", "DB": 3}}
     with override_settings(REDISQ=None, RQ_QUEUES=rq):
         qs = conf.redisq_settings().queues
-        assert [qs[n].url for n in "abc"] == ["redis://h:6379/4", "redis://h:6379/1",
-                                              "unix:///run/redis.sock?db=2"]
+        assert [qs[n].url for n in "abcdefg"] == [
+            "redis://h:6379/4", "redis://h:6379/1", "unix:///run/redis.sock?db=2",
+            "redis://h:6379?db=2", "redis://h:6379/4?socket_timeout=5",
+            "unix:///run/redis.sock?db=3", "unix:///run/redis.sock?db=1"]
 
 
 def test_redisq_queues_win_over_rq_queues() -> None:
@@ -386,11 +399,18 @@ def test_queues_share_connections_by_url_and_options() -> None:
 
 
 def test_masked_url_hides_password() -> None:
-    redisq = queues(default={"URL": "redis://user:s3cret@redis.internal:6379/0"})
+    redisq = queues(default={"URL": "redis://user:s3cret@redis.internal:6379/0"},
+                    sock={"URL": "unix:///run/redis.sock?db=0&password=s3cret"},
+                    query={"URL": "redis://redis.internal:6379/0?password=s3cret"},
+                    v6={"URL": "redis://:s3cret@[::1]:6379/0"})
     with override_settings(REDISQ=redisq, RQ_QUEUES=None):
         masked = conf.masked_url("default")
         assert masked == "redis://user:***@redis.internal:6379/0"
         assert "s3cret" not in repr(conf.get_queue())
+        # redis-py also reads a password from the query (a unix socket's only way to give one)
+        assert conf.masked_url("sock") == "unix:///run/redis.sock?db=0&password=***"
+        assert conf.masked_url("query") == "redis://redis.internal:6379/0?password=***"
+        assert conf.masked_url("v6") == "redis://:***@[::1]:6379/0"
 
 
 # -- REDISQ["CRON"] entries (E012) -------------------------------------------------------------

@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
 import redis
 import redis.asyncio as aredis
@@ -53,18 +53,37 @@ AsyncClient = aredis.Redis | acluster.RedisCluster
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***`` (for messages, logs and the admin)."""
+    """The URL with its password replaced by ``***`` (for messages, logs and the admin): the
+    one in the address and a ``password`` query argument (redis-py reads both; a unix socket's
+    URL can only give it so)."""
     try:
         parts = urlsplit(url)
+        port = parts.port  # raises for a port out of range
     except ValueError:
         return "<unparsable URL>"
-    if parts.password is None:
+    netloc, query = parts.netloc, parts.query
+    if parts.password is not None:
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"  # IPv6
+        if port:
+            host = f"{host}:{port}"
+        netloc = f"{parts.username or ''}:***@{host}"
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(k.lower() == "password" for k, _ in pairs):
+        query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in pairs],
+                          safe="*")
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return join_url(parts._replace(netloc=netloc, query=query))
+
+
+def join_url(parts: SplitResult) -> str:
+    """``urlunsplit`` keeping the ``//`` of a URL with no host (``unix:///path``), which it
+    would drop (redis-py reads both, but the URL shown should be the one written)."""
+    query = f"?{parts.query}" if parts.query else ""
+    fragment = f"#{parts.fragment}" if parts.fragment else ""
+    return f"{parts.scheme}://{parts.netloc}{parts.path}{query}{fragment}"
 
 
 def _hosts(addresses: Sequence[tuple[str, int]]) -> str:
