@@ -100,11 +100,14 @@ class _EagerRun:
         })
         self.context = JobContext(self.rec, self.queue, EAGER_WORKER)
 
-    def begin(self) -> tuple[Callable[..., Any], list[Any], dict[str, Any]]:
-        """Start an attempt: the function and its decoded arguments (may raise)."""
+    def begin(self) -> None:
+        """Start an attempt, as a worker's claim does (before ``job_started`` is sent)."""
         self.rec.attempts += 1
         self.rec.status = "started"
         self.rec.started_at = int(time.time() * 1000)
+
+    def call(self) -> tuple[Callable[..., Any], list[Any], dict[str, Any]]:
+        """The function and its decoded arguments (may raise, failing the attempt)."""
         entry = registry.get(self.rec.func)
         args, kwargs = self.rec.call(self.queue.serializer.name)
         return entry.func, args, kwargs
@@ -144,14 +147,20 @@ def run_eager(prepared: Prepared) -> EagerJob:
     token = set_current(run.context)
     try:
         while True:
+            run.begin()
             signals.job_started.send(sender=run.rec.func, job=run.rec)
             try:
-                func, args, kwargs = run.begin()
-                result = func(*args, **kwargs)
-                if inspect.isawaitable(result):
-                    result = _run_coroutine(result)
+                func, args, kwargs = run.call()
+                if inspect.iscoroutinefunction(func):
+                    result = _run_coroutine(func(*args, **kwargs))
+                else:
+                    result = _call_sync(func, args, kwargs)
+                    if inspect.isawaitable(result):
+                        result = _run_coroutine(result)
                 run.succeeded(result)
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise  # Ctrl-C in the test run, not the job's error
+            except BaseException as exc:  # as a worker: SystemExit too is the job's error
                 again = run.failed(exc)
                 signals.job_failed.send(sender=run.rec.func, job=run.rec, exc=exc)
                 if again:
@@ -172,9 +181,10 @@ async def arun_eager(prepared: Prepared) -> EagerJob:
     token = set_current(run.context)
     try:
         while True:
+            run.begin()
             await signals.job_started.asend(sender=run.rec.func, job=run.rec)
             try:
-                func, args, kwargs = run.begin()
+                func, args, kwargs = run.call()
                 if inspect.iscoroutinefunction(func):
                     result = await func(*args, **kwargs)
                 else:
@@ -182,7 +192,9 @@ async def arun_eager(prepared: Prepared) -> EagerJob:
                     if inspect.isawaitable(result):
                         result = await result
                 run.succeeded(result)
-            except Exception as exc:
+            except (KeyboardInterrupt, asyncio.CancelledError):
+                raise  # Ctrl-C, or the caller's task cancelled: not the job's error
+            except BaseException as exc:  # as a worker: SystemExit too is the job's error
                 again = run.failed(exc)
                 await signals.job_failed.asend(sender=run.rec.func, job=run.rec, exc=exc)
                 if again:
@@ -199,6 +211,30 @@ def set_current_reset(token: Any) -> None:
     from .engine.context import _current
 
     _current.reset(token)
+
+
+def _call_sync(func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """Run a plain job function called through ``.delay()``: here, or, when an event loop runs
+    in this thread (``.delay()`` from async code), in a helper thread, as a worker runs sync
+    jobs in threads: Django refuses sync ORM calls on a thread that runs a loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return func(*args, **kwargs)
+    import concurrent.futures
+    import contextvars
+
+    from django.db import connections
+
+    def run() -> Any:
+        try:
+            return func(*args, **kwargs)
+        finally:
+            connections.close_all()  # the helper thread's own connections
+
+    ctx = contextvars.copy_context()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(ctx.run, run).result()
 
 
 def _run_coroutine(awaitable: Any) -> Any:

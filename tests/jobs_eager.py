@@ -76,3 +76,8 @@ def count_notes() -> int:
 def spawn(x: int) -> str:
     """Enqueues another job: run_jobs(until_empty=True) runs that one too."""
     return double.delay(x).id
+
+
+@job
+def exits() -> None:
+    raise SystemExit(3)

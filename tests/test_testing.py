@@ -198,3 +198,39 @@ def test_plugin_run_jobs_fixture(redisq_run_jobs, r):
     h = j.double.delay(8)
     assert redisq_run_jobs().finished == 1
     assert h.get(timeout=1) == 16
+
+
+@pytest.mark.django_db(transaction=True)
+def test_eager_sync_job_delayed_from_async_code_may_use_the_orm(eager):
+    # A worker runs sync jobs in threads; eager mode must not run one on the caller's event
+    # loop thread, where Django refuses sync ORM calls (SynchronousOnlyOperation).
+    async def main() -> tuple[str, int | None]:
+        h = j.count_notes.delay()
+        return h.status, h.result
+
+    assert asyncio.run(main()) == ("finished", 0)
+
+
+def test_eager_job_raising_systemexit_ends_failed_as_with_a_worker(eager):
+    h = j.exits.delay()  # does not raise, as .delay() never does for a job's error
+    assert h.status == "failed" and h.record.error["type"] == "SystemExit"
+
+    async def main() -> str:
+        return (await j.exits.adelay()).status
+
+    assert asyncio.run(main()) == "failed"
+
+
+def test_eager_job_started_sees_the_attempt_already_counted(eager):
+    seen: list[tuple[int, bool]] = []
+
+    def receiver(sender, job, **kw):  # type: ignore[no-untyped-def]
+        seen.append((job.attempts, job.started_at is not None))
+
+    job_started.connect(receiver)
+    try:
+        j.double.delay(1)
+        asyncio.run(j.double.adelay(1))
+    finally:
+        job_started.disconnect(receiver)
+    assert seen == [(1, True), (1, True)]  # as a worker sends it, after the claim
