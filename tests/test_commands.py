@@ -113,7 +113,8 @@ def test_rqstats_interval_is_bounded_by_count():
     assert out.count("queue ") == 2
 
 
-@pytest.mark.parametrize("flags", [["--interval", "0"], ["--interval", "1", "--count", "0"]])
+@pytest.mark.parametrize("flags", [["--interval", "0"], ["--interval", "nan"],
+                                   ["--interval", "1", "--count", "0"]])
 def test_rqstats_rejects_bad_refresh_options(flags):
     with pytest.raises(CommandError, match="must be"):
         run("rqstats", *flags)
@@ -321,8 +322,9 @@ def test_suspend_with_duration_expires(r):
     assert data["suspended"] is True and 0 < data["suspended_for"] <= 30
     assert run("rqresume")[0].strip() == "workers resumed"
     assert run("rqresume")[0].strip() == "workers were not suspended"
-    with pytest.raises(CommandError, match="--duration must be a positive"):
-        run("rqsuspend", "--duration", "0")
+    for bad in ("0", "nan", "inf", "1e20"):  # Redis would refuse the last as an expiry
+        with pytest.raises(CommandError, match="--duration must be a positive"):
+            run("rqsuspend", "--duration", bad)
 
 
 def test_rqworker_refuses_schedules_that_share_a_name_with_a_message(r, settings):

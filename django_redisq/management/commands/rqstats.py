@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -87,7 +88,7 @@ class Command(BaseCommand):
                 f"unknown queue(s): {', '.join(dict.fromkeys(unknown))}; configured queues: "
                 f"{', '.join(configured)} (see REDISQ['QUEUES'] in settings)")
         interval, count = options["interval"], options["count"]
-        if interval is not None and interval <= 0:
+        if interval is not None and not 0 < interval < math.inf:  # also NaN
             raise CommandError(f"--interval must be a positive number of seconds, got {interval}")
         if count is not None and count < 1:
             raise CommandError(f"--count must be at least 1, got {count}")

@@ -9,6 +9,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ...engine.errors import RedisQError
 from ...stats import suspend
 
+#: Longest --duration: Redis takes the expiry in milliseconds, and nobody means more.
+MAX_SECONDS = 10 * 365 * 86400
+
 
 class Command(BaseCommand):
     help = (
@@ -22,8 +25,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         duration = options["duration"]
-        if duration is not None and duration <= 0:
-            raise CommandError(f"--duration must be a positive number of seconds, got {duration}")
+        if duration is not None and not 0 < duration <= MAX_SECONDS:  # also NaN and inf
+            raise CommandError(f"--duration must be a positive number of seconds, at most "
+                               f"{MAX_SECONDS:,} (ten years), got {duration}")
         try:
             suspend(duration)
         except RedisQError as exc:
