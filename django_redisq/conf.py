@@ -341,6 +341,17 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
+def _env_url(parts: ParseResult | SplitResult) -> str:
+    """The URL django-environ's ``env.url()`` parsed, as written: ``geturl()`` drops the ``//``
+    of a scheme Python does not know when the URL names no host (``unix:///run/redis.sock``
+    comes back as ``unix:/run/redis.sock``, which redis-py refuses)."""
+    url = parts.geturl()
+    scheme = parts.scheme
+    if scheme and not parts.netloc and not url.startswith(f"{scheme}://"):
+        url = f"{scheme}://{url[len(scheme) + 1:]}"
+    return url
+
+
 def _with_db(url: str, db: int) -> str:
     """django-rq's ``DB`` next to ``URL``: it passes ``from_url(url, db=DB)``, where a database
     the URL names (its path, or a ``db`` query argument) wins. So does it here; otherwise the
@@ -508,6 +519,16 @@ class _Validator:
                        "Keep one: URL (or HOST) for a single server, SENTINEL for a master "
                        "watched by Redis Sentinel, or CLUSTER for a Redis Cluster.")
             return None
+        if "URL" in conf and not rq:
+            # Ignored next to a URL (redis-py takes the URL alone): a PASSWORD set there would
+            # silently connect without it, an SSL without TLS.
+            misplaced = [k for k in ("PORT", "DB", "USERNAME", "PASSWORD", "SSL") if k in vals]
+            if misplaced:
+                self.error("E013", f"{label} has {', '.join(misplaced)} next to URL; those go "
+                           f"with HOST only, and a URL carries them itself.",
+                           "Put them in the URL: rediss://user:password@host:port/db (rediss:// "
+                           "for TLS), or replace URL with HOST.")
+                return None
         sentinel = cluster = None
         url: str | None = ""
         if deployments and not rq:
@@ -629,7 +650,7 @@ class _Validator:
         if "URL" in vals:
             url = vals["URL"]
             if isinstance(url, (ParseResult, SplitResult)):  # env.url("REDIS_URL")
-                url = url.geturl()
+                url = _env_url(url)
             problem = _url_problem(url)
             if problem:
                 self.error("E004", f'{label}["URL"] {problem}: {mask_url(url)!r}.',

@@ -352,8 +352,21 @@ def test_redisq_queues_win_over_rq_queues() -> None:
 
 def test_env_url_parse_result_is_accepted() -> None:
     parsed = urlparse("redis://:pw@redis.internal:6379/5")  # what django-environ's env.url gives
-    with override_settings(REDISQ=queues(default={"URL": parsed}), RQ_QUEUES=None):
+    sock = urlparse("unix:///run/redis.sock?db=2")  # geturl() would drop the '//'
+    with override_settings(REDISQ=queues(default={"URL": parsed}, sock={"URL": sock}),
+                           RQ_QUEUES=None):
+        assert check_settings() == []
         assert conf.redisq_settings().queues["default"].url == parsed.geturl()
+        assert conf.redisq_settings().queues["sock"].url == "unix:///run/redis.sock?db=2"
+
+
+@pytest.mark.parametrize("key, value", [("PASSWORD", "s3cret"), ("USERNAME", "app"),
+                                        ("DB", 3), ("SSL", True), ("PORT", 6380)])
+def test_e013_server_options_next_to_a_url_would_be_ignored(key: str, value: Any) -> None:
+    m = only(queues(default={"URL": "redis://redis.internal:6379/0", key: value}))
+    assert m.id == "django_redisq.E013"
+    assert f"{key} next to URL" in m.msg and "rediss://user:password@host" in m.hint
+    assert "s3cret" not in m.msg
 
 
 def test_redisq_settings_raises_with_the_check_message() -> None:
