@@ -15,6 +15,7 @@ priority, TTLs, limits), as ``.delay()`` would enqueue a call.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import replace
 from typing import Any
@@ -127,3 +128,24 @@ def load_schedules() -> list[Schedule]:
     return [replace(s, limits=registry.get(s.func).options.get("limits"),
                     options=tick_options(s.func))
             if s.func in registry else s for s in (s for _, s in labelled)]
+
+
+def unrunnable(schedules: list[Schedule]) -> list[str]:
+    """Why each schedule that could never run its function would fail: a function no
+    ``@job`` registered, or arguments its signature does not take. Meant for a worker, which
+    has imported every job module (``manage.py check`` has not, so it cannot tell)."""
+    problems = []
+    for s in schedules:
+        if s.func not in registry:
+            problems.append(f"schedule {s.name!r} runs {s.func}, which is no registered @job "
+                            f"function (workers import each app's tasks and jobs module, and "
+                            f'REDISQ["IMPORTS"])')
+            continue
+        try:
+            inspect.signature(registry.get(s.func).func).bind(*s.args, **s.kwargs)
+        except TypeError as exc:
+            problems.append(f"schedule {s.name!r} calls {s.func} with args {list(s.args)!r} "
+                            f"and kwargs {s.kwargs!r}, which it does not take: {exc}")
+        except ValueError:  # no signature to read (a builtin): the tick will tell
+            pass
+    return problems

@@ -334,3 +334,15 @@ def test_rqworker_refuses_schedules_that_share_a_name_with_a_message(r, settings
     ]}
     with pytest.raises(CommandError, match=r"periodic jobs: .* share the name"):
         call_command("rqworker", "default", "--burst", verbosity=0)
+
+
+@pytest.mark.parametrize("entry, fragment", [
+    ({"cron": "0 3 * * *", "func": "tests.jobs.no_such_job"}, "no registered @job function"),
+    ({"cron": "0 3 * * *", "func": "tests.jobs.add", "args": [1]}, "which it does not take"),
+])
+def test_rqworker_refuses_a_schedule_that_could_never_run(r, settings, entry, fragment):
+    # Each tick would fail; manage.py check cannot tell (it imports no job module).
+    settings.REDISQ = {**settings.REDISQ, "CRON": [entry]}
+    with pytest.raises(CommandError, match=fragment):
+        call_command("rqworker", "default", "--burst", verbosity=0)
+

@@ -1213,7 +1213,9 @@ class Worker:
                 if follow.done():  # ended by itself (not cancelled just above)
                     await follow  # its error, if any, is handled below
             except (redis.RedisError, OSError) as exc:
-                backoff = await self._backoff("listening for new jobs", exc, backoff)
+                backoff = await self._backoff(
+                    f"listening for new jobs of {', '.join(by_channel.values())} at "
+                    f"{queues[0].connection.masked_url}", exc, backoff)
             finally:
                 self._pubsubs.pop(cid, None)
                 try:

@@ -99,15 +99,18 @@ class Command(BaseCommand):
         registered = autodiscover()
         logging.getLogger("django_redisq.worker").debug("registered jobs: %s", registered)
         # Now that every job module is imported, the schedules as the workers will load them:
-        # a conflict the system check could not see (manage.py check imports no job module,
-        # so it misses @job(cron=...) functions) stops the command with a message, here.
+        # what the system check could not see (manage.py check imports no job module: it
+        # misses @job(cron=...) functions, and cannot tell whether a REDISQ["CRON"] entry's
+        # function exists and takes its arguments) stops the command with a message, here.
         from ...engine.cron import CronError
-        from ...schedules import load_schedules
+        from ...schedules import load_schedules, unrunnable
 
         try:
-            load_schedules()
+            problems = unrunnable(load_schedules())
         except CronError as exc:
-            raise CommandError(f"periodic jobs: {exc}") from None
+            problems = [str(exc)]
+        if problems:
+            raise CommandError(f"periodic jobs: {' '.join(problems)}")
         overrides = {"concurrency": options["concurrency"], "burst": options["burst"],
                      "max_jobs": options["max_jobs"], "name": options["name"],
                      "scheduler": options["scheduler"], "grace": options["grace"],
