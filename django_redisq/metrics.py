@@ -21,21 +21,36 @@ Labels are queue, function (registered names only), outcome and state: bounded.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+import redis
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 
 from . import stats
 from .conf import all_queues, get_queue, redisq_settings
 from .engine.counters import OUTCOMES, parse_stats
+from .engine.errors import RedisQError
 from .engine.keys import STATES
 from .engine.ops import Batch, Cmd, Steps
 from .engine.queue import Queue
 from .metrics_server import MetricsServer
 
 INSTALL_HINT = 'pip install "django-redisq[prometheus]"'
+
+log = logging.getLogger("django_redisq.metrics")
+
+#: What a scrape raises when it cannot read the queues (Redis down, an error reply).
+_UNREADABLE = (RedisQError, redis.RedisError, OSError)
+
+
+def _unreadable(exc: BaseException) -> str:
+    """The 503 body for a scrape that could not read Redis, logged once as a line (not a
+    traceback per scrape while Redis is down). Errors name the masked URL, never a password."""
+    log.warning("metrics: cannot read the queues from Redis: %s", exc)
+    return f"503: cannot read the queues from Redis: {exc}\n"
 
 try:
     import prometheus_client
@@ -147,7 +162,11 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     if not available():
         return HttpResponse(f"503: metrics need prometheus-client: {INSTALL_HINT}\n",
                             status=503, content_type="text/plain; charset=utf-8")
-    body = prometheus_client.generate_latest(registry())
+    try:
+        body = prometheus_client.generate_latest(registry())
+    except _UNREADABLE as exc:
+        return HttpResponse(_unreadable(exc), status=503,
+                            content_type="text/plain; charset=utf-8")
     return HttpResponse(body, content_type=prometheus_client.CONTENT_TYPE_LATEST)
 
 
@@ -156,7 +175,17 @@ def bind_metrics_server(port: int, addr: str = "127.0.0.1",
     """Bind ``addr:port`` for ``rqworker --metrics-port``; the caller chooses how to serve it
     (a thread, or a process of its own under ``--processes``). ``OSError`` if it cannot bind."""
     require()
-    return MetricsServer(port, addr, prometheus_client.make_wsgi_app(registry(queue_names)))
+    app = prometheus_client.make_wsgi_app(registry(queue_names))
+
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        try:
+            return app(environ, start_response)  # type: ignore[no-any-return]
+        except _UNREADABLE as exc:  # a failed scrape (Prometheus marks the target down)
+            start_response("503 Service Unavailable",
+                           [("Content-Type", "text/plain; charset=utf-8")])
+            return [_unreadable(exc).encode()]
+
+    return MetricsServer(port, addr, guarded)
 
 
 def url_mounted() -> bool:

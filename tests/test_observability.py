@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -414,3 +415,28 @@ def test_a_job_enqueued_without_a_span_is_a_root_span_after_other_jobs(r, worker
     assert by_job[first.id]["parent_span_id"] is not None
     assert [by_job[j.id]["parent_span_id"] for j in rest] == [None] * 6
     assert len({by_job[j.id]["trace_id"] for j in rest}) == 6
+
+
+def test_a_scrape_while_redis_is_down_is_a_503_with_one_line_not_a_traceback(
+        admin_client, settings, caplog):
+    url = f"redis://:s3cret@127.0.0.1:{_free_port()}/0"  # nothing listens there
+    settings.REDISQ = {**settings.REDISQ,
+                       "QUEUES": {n: {"URL": url} for n in settings.REDISQ["QUEUES"]}}
+    page = admin_client.get("/metrics/")
+    assert page.status_code == 503 and b"cannot read the queues" in page.content
+    assert b"s3cret" not in page.content
+    server = metrics.bind_metrics_server(_free_port(), "127.0.0.1", ["default"])
+    one = threading.Thread(target=server._server().handle_request)  # serve one scrape
+    one.start()
+    try:
+        port = server.socket.getsockname()[1]
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        assert exc.value.code == 503
+        assert b"cannot read the queues" in exc.value.read()
+    finally:
+        one.join(10)
+        server.close()
+    warnings = [r for r in caplog.records if r.name == "django_redisq.metrics"]
+    assert len(warnings) == 2 and all(r.exc_info is None for r in warnings)
+    assert all("s3cret" not in r.getMessage() for r in warnings)
