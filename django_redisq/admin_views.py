@@ -770,28 +770,19 @@ def _queue_action(request: HttpRequest, model_admin: AnyAdmin, queue_name: str,
     queue = path_queue(queue_name)
     back = admin_url(model_admin, "queue_changelist")
     if request.method == "POST":
-        state = "failed" if action == "requeue_failed" else "queued"
-        try:
-            if action == "requeue_failed":
-                n = queue.requeue_failed()
-                log.info("admin: %s requeued %d failed jobs of queue %s", request.user, n,
-                         queue.name)
-                messages.success(request, f"Requeued {n} failed job{'s' if n != 1 else ''} of "
-                                          f"queue “{queue.name}”.")
-            else:
-                n = queue.empty()
-                log.info("admin: %s emptied queue %s (%d jobs)", request.user, queue.name, n)
-                messages.success(request, f"Deleted {n} queued job{'s' if n != 1 else ''} "
-                                          f"from queue “{queue.name}”.")
-        except (UnicodeError, redis.ResponseError) as exc:
-            # A registry member that is not UTF-8, or a job key that is not a hash: the
-            # engine stops at it. Say so; the list shows the jobs to deal with one by one.
-            log.warning("admin: %s of queue %s stopped: %r", action, queue.name, exc)
-            messages.error(request, (
-                f"This stopped part way: the {state} jobs of queue “{queue.name}” include "
-                f"one that cannot be handled in bulk (an id that is not UTF-8 text, or a job "
-                f"key that is not a job record): {_clip(plain(str(exc)), 200)}. Jobs handled "
-                f"before it stay handled; see the list of {state} jobs."))
+        # Ids that are not UTF-8 and keys that are no job are skipped by the engine (read with
+        # replacement characters; REQUEUE and DELETE take any key type).
+        if action == "requeue_failed":
+            n = queue.requeue_failed()
+            log.info("admin: %s requeued %d failed jobs of queue %s", request.user, n,
+                     queue.name)
+            messages.success(request, f"Requeued {n} failed job{'s' if n != 1 else ''} of "
+                                      f"queue “{queue.name}”.")
+        else:
+            n = queue.empty()
+            log.info("admin: %s emptied queue %s (%d jobs)", request.user, queue.name, n)
+            messages.success(request, f"Deleted {n} queued job{'s' if n != 1 else ''} "
+                                      f"from queue “{queue.name}”.")
         return HttpResponseRedirect(back)
     if request.method not in ("GET", "HEAD"):
         return HttpResponse(status=405, headers={"Allow": "GET, HEAD, POST"})
@@ -954,11 +945,7 @@ def _bulk_action(request: HttpRequest, model_admin: AnyAdmin) -> HttpResponse:
             done, skipped = done + n, skipped + len(ids) - n
         else:
             for job_id in ids:
-                try:
-                    status = queue.cancel(job_id)
-                except UnicodeDecodeError:  # a status that is not UTF-8: left as it was
-                    unreadable += 1
-                    continue
+                status = queue.cancel(job_id)
                 if status == "canceled":
                     done += 1
                 elif status == "started":
@@ -1090,15 +1077,14 @@ def _raw_value(value: bytes, limit: int = 2000) -> str:
 
 
 def _status(queue: Queue, job_id: str) -> tuple[str | None, str]:
-    """A job's status as text (``Queue.job_status`` fails on one that is not UTF-8), or
-    None when it has none; and, for a key that is not a hash, its Redis type."""
+    """A job's status, or None when it has none; and, for a key that is not a hash, its
+    Redis type."""
     try:
-        value = queue.run(one(Cmd(("HGET", queue.keys.job(job_id), "status"))))
+        return queue.job_status(job_id), ""
     except redis.ResponseError as exc:
         if "WRONGTYPE" not in str(exc):
             raise
         return None, _text(queue.run(one(Cmd(("TYPE", queue.keys.job(job_id))))))
-    return (_text(value) if value else None), ""
 
 
 def _job_action(request: HttpRequest, model_admin: AnyAdmin, queue: str, job_id: str,
@@ -1138,10 +1124,7 @@ def _job_action(request: HttpRequest, model_admin: AnyAdmin, queue: str, job_id:
                 f"it is {_visible(status)}; only failed or canceled jobs can be requeued."
                 if status else "it no longer exists."))
     else:
-        try:
-            status = q.cancel(jid)
-        except UnicodeDecodeError:  # the script returned a status that is not UTF-8
-            status = f"{_visible(_text(status))} (a status this site does not know)"
+        status = q.cancel(jid)
         if status == "canceled":
             messages.success(request, f"Job “{shown}” was canceled.")
         elif status == "started":

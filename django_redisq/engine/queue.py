@@ -558,7 +558,8 @@ class Queue:
 
     def _status_steps(self, job_id: str) -> Steps[str | None]:
         value = yield Cmd(("HGET", self.keys.job(job_id), "status"))
-        return value.decode() if value else None
+        # A status this package did not write may not be UTF-8: shown, not fatal (as ids).
+        return value.decode(errors="replace") if value else None
 
     def job_status(self, job_id: str) -> str | None:
         return self.run(self._status_steps(job_id))  # type: ignore[no-any-return]
@@ -627,7 +628,7 @@ class Queue:
                         [k.job(job_id), k.state("queued"), k.state("scheduled"),
                          k.state("deferred"), k.state("canceled"), k.seq],
                         [job_id, k.done_prefix, k.channel, k.job_prefix, k.deps_prefix])
-        return st.decode() if st else None
+        return st.decode(errors="replace") if st else None
 
     def cancel(self, job_id: str) -> str | None:
         """Cancel a waiting job, or ask the worker running it to stop; the status after."""
