@@ -217,13 +217,8 @@ def _call_sync(func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
     """Run a plain job function called through ``.delay()``: here, or, when an event loop runs
     in this thread (``.delay()`` from async code), in a helper thread, as a worker runs sync
     jobs in threads: Django refuses sync ORM calls on a thread that runs a loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
+    if not _loop_running():
         return func(*args, **kwargs)
-    import concurrent.futures
-    import contextvars
-
     from django.db import connections
 
     def run() -> Any:
@@ -232,25 +227,34 @@ def _call_sync(func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
         finally:
             connections.close_all()  # the helper thread's own connections
 
-    ctx = contextvars.copy_context()
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(ctx.run, run).result()
+    return _in_helper_thread(run)
 
 
 def _run_coroutine(awaitable: Any) -> Any:
-    """Run an ``async def`` job called through the sync ``.delay()``."""
+    """Run an ``async def`` job called through the sync ``.delay()``. From async code, with a
+    loop running in this thread, which cannot be re-entered, the job gets a loop of its own in
+    a helper thread."""
+    if not _loop_running():
+        return asyncio.run(_await(awaitable))
+    return _in_helper_thread(lambda: asyncio.run(_await(awaitable)))
+
+
+def _loop_running() -> bool:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(_await(awaitable))
-    # .delay() called from async code with a loop running in this thread: that loop cannot
-    # be re-entered, so the job gets a loop of its own in a helper thread.
+        return False
+    return True
+
+
+def _in_helper_thread(fn: Callable[[], Any]) -> Any:
+    """``fn()`` in a thread of its own, with this thread's contextvars (``current_job()``)."""
     import concurrent.futures
     import contextvars
 
     ctx = contextvars.copy_context()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(ctx.run, asyncio.run, _await(awaitable)).result()
+        return pool.submit(ctx.run, fn).result()
 
 
 async def _await(awaitable: Any) -> Any:
